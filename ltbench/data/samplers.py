@@ -1,0 +1,104 @@
+"""Training samplers for long-tailed data, selectable by name and stage.
+
+Each epoch's index list is drawn once, vectorised with NumPy, from a generator seeded by
+(seed, epoch), so every DDP rank draws the same list and keeps its own stride of it. The sampler
+is itself a ``DistributedSampler``, so Lightning does not wrap it.
+"""
+
+from __future__ import annotations
+
+import bisect
+from typing import Iterator, Literal, Sequence
+
+import numpy as np
+from torch.utils.data import DistributedSampler
+
+SamplerName = Literal["instance", "class_balanced", "square_root", "class_aware"]
+SAMPLERS: tuple[str, ...] = ("instance", "class_balanced", "square_root", "class_aware")
+
+
+def class_index_lists(targets: np.ndarray, num_classes: int) -> list[np.ndarray]:
+    """Images of each class: labels (N,) for single-label, a 0/1 matrix (N, C) for multi-label."""
+    targets = np.asarray(targets)
+    if targets.ndim == 1:
+        order = np.argsort(targets, kind="stable")
+        bounds = np.searchsorted(targets[order], np.arange(num_classes + 1))
+        return [order[bounds[c] : bounds[c + 1]] for c in range(num_classes)]
+    return [np.flatnonzero(targets[:, c]) for c in range(num_classes)]
+
+
+def draw_epoch(
+    mode: str, class_indices: Sequence[np.ndarray], num_samples: int, rng: np.random.Generator
+) -> np.ndarray:
+    """One epoch of dataset indices under ``mode``; class-based modes pick a class, then an image of it."""
+    counts = np.array([len(ix) for ix in class_indices])
+    if mode == "instance":
+        return rng.permutation(num_samples)
+    present = np.flatnonzero(counts)
+    if len(present) == 0:
+        raise ValueError("no class has a training image")
+    flat = np.concatenate([class_indices[c] for c in present])
+    starts = np.concatenate([[0], np.cumsum(counts[present])[:-1]])
+    if mode in ("class_balanced", "square_root"):
+        weights = np.ones(len(present)) if mode == "class_balanced" else np.sqrt(counts[present])
+        cls = rng.choice(len(present), size=num_samples, p=weights / weights.sum())
+        offsets = (rng.random(num_samples) * counts[present][cls]).astype(np.int64)
+        return flat[starts[cls] + offsets]
+    if mode == "class_aware":
+        # Round robin: shuffled class order each cycle; each class walks its own shuffled list.
+        n_cls = len(present)
+        cycles = -(-num_samples // n_cls)
+        cls = np.concatenate([rng.permutation(n_cls) for _ in range(cycles)])[:num_samples]
+        out = np.empty(num_samples, dtype=np.int64)
+        for k in range(n_cls):
+            pos = np.flatnonzero(cls == k)
+            n_k = counts[present[k]]
+            reps = -(-len(pos) // n_k)
+            walk = np.concatenate([rng.permutation(n_k) for _ in range(reps)])[: len(pos)]
+            out[pos] = flat[starts[k] + walk]
+        return out
+    raise ValueError(f"unknown sampler {mode!r}; expected one of {SAMPLERS}")
+
+
+class LTSampler(DistributedSampler):
+    """Stage-aware long-tail sampler; ``schedule`` maps a start epoch to a sampler name."""
+
+    def __init__(
+        self,
+        targets: np.ndarray,
+        num_classes: int,
+        schedule: Sequence[tuple[int, str]] = ((0, "instance"),),
+        num_replicas: int = 1,
+        rank: int = 0,
+        seed: int = 0,
+        drop_last: bool = False,
+    ) -> None:
+        self.num_samples_total = len(targets)
+        self.class_indices = class_index_lists(np.asarray(targets), num_classes)
+        self.schedule = sorted((int(e), str(m)) for e, m in schedule)
+        for _, mode in self.schedule:
+            if mode not in SAMPLERS:
+                raise ValueError(f"unknown sampler {mode!r}; expected one of {SAMPLERS}")
+        super().__init__(
+            dataset=range(self.num_samples_total),  # only its length is used
+            num_replicas=num_replicas,
+            rank=rank,
+            shuffle=True,
+            seed=seed,
+            drop_last=drop_last,
+        )
+
+    def mode_at(self, epoch: int) -> str:
+        starts = [e for e, _ in self.schedule]
+        return self.schedule[max(bisect.bisect_right(starts, epoch) - 1, 0)][1]
+
+    def __iter__(self) -> Iterator[int]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        indices = draw_epoch(self.mode_at(self.epoch), self.class_indices, self.num_samples_total, rng)
+        if self.drop_last:
+            indices = indices[: self.total_size]
+        else:
+            pad = self.total_size - len(indices)
+            if pad > 0:
+                indices = np.concatenate([indices, indices[:pad]])
+        return iter(indices[self.rank : self.total_size : self.num_replicas].tolist())

@@ -1,0 +1,319 @@
+"""The shared LightningModule every method plugs into.
+
+A method implements only what is its own: its networks (``build_head`` or ``__init__``), its
+training logits and loss, and where it has one, its inference rule (``inference_logits``) and its
+stages. Optimiser and schedule, stage switching, metrics, logging, throughput and the run record
+live here once.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_info
+
+from ltbench.errors import LTBenchError
+from ltbench.methods.optim import OptimizerConfig, SchedulerConfig, build_optimizer, lr_factor, step_progress
+from ltbench.methods.stages import Stage, StagePlan
+from ltbench.metrics import ShotGroupAccuracy, ShotGroupAveragePrecision
+from ltbench.models.backbone import Backbone
+from ltbench.records import git_commit, versions, write_json_atomic
+
+Task = Literal["multiclass", "multilabel"]
+
+
+class LTMethod(L.LightningModule):
+    """Base of all methods. The data facts (task ... in_chans) are linked in from the data module."""
+
+    def __init__(
+        self,
+        backbone: str = "resnet32_cifar",
+        pretrained: Union[bool, str] = False,
+        backbone_kwargs: Optional[dict[str, Any]] = None,
+        optimizer: OptimizerConfig = OptimizerConfig(),
+        scheduler: SchedulerConfig = SchedulerConfig(),
+        task: Task = "multiclass",
+        num_classes: int = 10,
+        class_names: Optional[list[str]] = None,
+        train_class_counts: Optional[list[int]] = None,
+        class_groups: Optional[dict[str, list[bool]]] = None,
+        in_chans: int = 3,
+    ) -> None:
+        super().__init__()
+        optimizer = OptimizerConfig(**optimizer) if isinstance(optimizer, dict) else optimizer
+        scheduler = SchedulerConfig(**scheduler) if isinstance(scheduler, dict) else scheduler
+        self.save_hyperparameters()
+        # plain dicts in checkpoints, so they load with torch.load(weights_only=True)
+        self.hparams.optimizer, self.hparams.scheduler = asdict(optimizer), asdict(scheduler)
+        self.optimizer_cfg, self.scheduler_cfg = optimizer, scheduler
+        self.task = task
+        self.num_classes = num_classes
+        self.class_names = class_names or [str(i) for i in range(num_classes)]
+        self.train_class_counts = train_class_counts or [1] * num_classes
+        if len(self.train_class_counts) != num_classes or len(self.class_names) != num_classes:
+            raise LTBenchError(
+                f"model.init_args: num_classes={num_classes} but {len(self.class_names)} class_names and "
+                f"{len(self.train_class_counts)} train_class_counts; these are linked from the data module"
+            )
+        self.class_groups = class_groups or {"many": [True] * num_classes, "medium": [False] * num_classes, "few": [False] * num_classes}
+        self.backbone = Backbone(backbone, pretrained=pretrained, in_chans=in_chans, **(backbone_kwargs or {}))
+        metric_cls = ShotGroupAccuracy if task == "multiclass" else ShotGroupAveragePrecision
+        self.val_metric = metric_cls(num_classes, self.class_groups)
+        self.test_metric = metric_cls(num_classes, self.class_groups)
+        self.register_buffer("_nonfinite", torch.zeros((), dtype=torch.bool), persistent=False)
+        self.plan: Optional[StagePlan] = None
+        self.entered_stage = -1
+        self.throughput: dict[str, float] = {}
+        self.run_config: Optional[dict[str, Any]] = None
+        self.record_path: Optional[Path] = None
+        self._epoch_timer: Optional[tuple[float, int]] = None
+        self._timed: list[tuple[int, float]] = []
+
+    # ---- what a method provides ------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Training-time logits."""
+        return self.head(self.backbone(x))
+
+    def training_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if self.task == "multiclass":
+            return F.cross_entropy(logits, target)
+        return F.binary_cross_entropy_with_logits(logits, target.float())
+
+    def inference_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits used at validation, test and predict; a method's own inference rule goes here."""
+        return self(x)
+
+    def stages(self) -> list[Stage]:
+        return [Stage("train")]
+
+    def method_protocol(self) -> dict[str, Any]:
+        """Method facts for the run record beyond the hyper-parameters."""
+        return {}
+
+    # ---- shared ----------------------------------------------------------------------------
+    def scores(self, logits: torch.Tensor) -> torch.Tensor:
+        """Probabilities, applied here so metrics never guess whether inputs are logits."""
+        return logits.softmax(dim=-1) if self.task == "multiclass" else logits.sigmoid()
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y, _ = batch
+        loss = self.training_loss(self(x), y)
+        self._nonfinite |= ~torch.isfinite(loss.detach())
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self._epoch_timer is not None:
+            start, n = self._epoch_timer
+            self._epoch_timer = (start, n + len(batch[0]))
+        # the non-finite check reads the device flag only at logging steps, not every step
+        if (self.trainer.global_step % max(self.trainer.log_every_n_steps, 1) == 0) and bool(self._nonfinite):
+            raise LTBenchError(
+                f"non-finite training loss at epoch {self.current_epoch}, step {self.trainer.global_step} "
+                f"(method {type(self).__name__}); lower model.init_args.optimizer.lr or check the data"
+            )
+
+    def _evaluate(self, metric: Any, batch: Any) -> None:
+        x, y, index = batch
+        metric.update(self.scores(self.inference_logits(x)), y, index)
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._evaluate(self.val_metric, batch)
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._evaluate(self.test_metric, batch)
+
+    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
+        x, _, index = batch
+        return {"index": index, "scores": self.scores(self.inference_logits(x))}
+
+    def _log_metric(self, metric: Any, prefix: str) -> dict[str, torch.Tensor]:
+        result = metric.compute()
+        metric.reset()
+        scalars = {f"{prefix}/{k}": v.float() for k, v in result.items() if v.ndim == 0 and k != "num_samples"}
+        self.log_dict(scalars)
+        return result
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_metric(self.val_metric, "val")
+
+    def on_test_epoch_end(self) -> None:
+        result = self._log_metric(self.test_metric, "test")
+        if self.trainer.is_global_zero and not self.trainer.sanity_checking:
+            self.write_record(result)
+
+    # ---- optimiser, schedule and stages ----------------------------------------------------
+    def setup(self, stage: str) -> None:
+        if stage != "fit":
+            return
+        trainer = self.trainer
+        stages = self.stages()
+        max_epochs = trainer.max_epochs
+        if trainer.fast_dev_run:
+            stages = [s if s.epochs is not None else Stage(s.name, 1, s.sampler, s.train, s.reinit, s.lr_scale) for s in stages]
+            max_epochs = None
+        try:
+            self.plan = StagePlan(stages, max_epochs)
+        except ValueError as e:
+            raise LTBenchError(f"{type(self).__name__}: {e}") from None
+        dm = trainer.datamodule
+        if dm is not None and hasattr(dm, "set_sampler_schedule"):
+            dm.set_sampler_schedule(self.plan.sampler_schedule())
+
+    def configure_optimizers(self) -> Any:
+        opt = build_optimizer(self.named_parameters(), self.optimizer_cfg)
+        plan = self.plan or StagePlan(self.stages(), None if self.trainer.max_epochs is None else self.trainer.max_epochs)
+        spe = max(1, -(-int(self.trainer.estimated_stepping_batches) // max(plan.total_epochs, 1)))
+        cfg = self.scheduler_cfg
+
+        def factor(step: int) -> float:
+            i = plan.index_at(step // spe)
+            stage = plan.stages[i]
+            local = step - plan.starts[i] * spe
+            return stage.lr_scale * lr_factor(cfg, step_progress(cfg, local, spe), stage.epochs)
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def _trainable(self, name: str, stage: Stage) -> bool:
+        return stage.train is None or any(name == p or name.startswith(p + ".") for p in stage.train)
+
+    def _apply_stage_modes(self, stage: Stage) -> None:
+        if stage.train is None:
+            return
+        for name, p in self.named_parameters():
+            p.requires_grad_(self._trainable(name, stage))
+        for name, child in self.named_children():
+            if not self._trainable(name, stage):
+                child.eval()
+
+    def on_train_epoch_start(self) -> None:
+        plan = self.plan
+        if plan is None:
+            return
+        i = plan.index_at(self.current_epoch)
+        stage = plan.stages[i]
+        if i > self.entered_stage:
+            self.on_stage_start(i, stage)
+            self.entered_stage = i
+        self._apply_stage_modes(stage)
+        self._epoch_timer = (time.perf_counter(), 0)
+
+    def on_stage_start(self, index: int, stage: Stage) -> None:
+        """Re-initialise what the stage asks for and give what it trains a fresh optimiser state."""
+        if len(plan_stages := self.plan.stages) > 1:
+            rank_zero_info(f"ltbench: stage {index + 1}/{len(plan_stages)} '{stage.name}' ({stage.epochs} epochs)")
+        for name in stage.reinit:
+            module = self.get_submodule(name)
+            for m in module.modules():
+                if hasattr(m, "reset_parameters"):
+                    m.reset_parameters()
+        if index > 0 and self.trainer is not None:
+            for opt in self.trainer.optimizers:
+                for name, p in self.named_parameters():
+                    if self._trainable(name, stage):
+                        opt.state.pop(p, None)
+
+    def on_validation_model_train(self) -> None:
+        super().on_validation_model_train()
+        if self.plan is not None:
+            self._apply_stage_modes(self.plan.stages[self.plan.index_at(self.current_epoch)])
+
+    # ---- throughput ------------------------------------------------------------------------
+    def _stop_epoch_timer(self) -> None:
+        if self._epoch_timer is None:
+            return
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        start, n = self._epoch_timer
+        self._timed.append((n, time.perf_counter() - start))
+        self._epoch_timer = None
+        timed = self._timed[1:] or self._timed  # the first epoch carries warm-up costs
+        n_total, t_total = sum(n for n, _ in timed), sum(t for _, t in timed)
+        if t_total > 0:
+            world = self.trainer.world_size if self.trainer else 1
+            self.throughput = {
+                "train_images_per_s": n_total * world / t_total,
+                "epochs_timed": len(timed),
+                "devices": world,
+                "accelerator": self.device.type,
+            }
+
+    def on_validation_start(self) -> None:
+        if self.trainer.training or self.trainer.state.fn == "fit":
+            self._stop_epoch_timer()
+
+    def on_train_epoch_end(self) -> None:
+        self._stop_epoch_timer()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["ltbench"] = {"entered_stage": self.entered_stage, "throughput": self.throughput}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("ltbench", {})
+        self.entered_stage = state.get("entered_stage", -1)
+        self.throughput = state.get("throughput", {})
+
+    # ---- run record ------------------------------------------------------------------------
+    def protocol(self) -> dict[str, Any]:
+        dm = self.trainer.datamodule if self._trainer is not None else None
+        plan = self.plan
+        proto = dict(dm.protocol()) if dm is not None and hasattr(dm, "protocol") else {}
+        proto.update(
+            {
+                "backbone": self.hparams.backbone,
+                "pretrained": self.hparams.pretrained,
+                "epochs": plan.total_epochs if plan else (self.trainer.max_epochs if self._trainer else None),
+                "stages": [asdict(s) | {"epochs": s.epochs} for s in plan.stages] if plan else None,
+                "seed": _global_seed(),
+                "precision": str(self.trainer.precision) if self._trainer else None,
+            }
+        )
+        proto.update(self.method_protocol())
+        return proto
+
+    def write_record(self, result: dict[str, torch.Tensor]) -> Path:
+        proto = self.protocol()
+        per_class = result.pop("per_class")
+        record = {
+            "schema": 1,
+            "method": type(self).__name__,
+            "dataset": proto.get("dataset"),
+            "task": self.task,
+            "seed": proto.get("seed"),
+            "protocol": proto,
+            "metrics": {k: float(v) for k, v in result.items() if k != "num_samples"},
+            "num_test_samples": int(result.get("num_samples", -1)),
+            "per_class": {
+                "class_names": self.class_names,
+                "train_counts": self.train_class_counts,
+                "score": per_class,
+            },
+            "throughput": self.throughput,
+            "checkpoint": self.trainer.ckpt_path,
+            "config": self.run_config,
+            "hparams": {k: v for k, v in self.hparams.items() if k not in ("class_names", "train_class_counts", "class_groups")},
+            "versions": versions(),
+            "git": git_commit(),
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+        log_dir = self.trainer.log_dir or self.trainer.default_root_dir
+        self.record_path = write_json_atomic(Path(log_dir) / "record.json", record)
+        rank_zero_info(f"ltbench: run record written to {self.record_path}")
+        return self.record_path
+
+
+def _global_seed() -> Optional[int]:
+    seed = os.environ.get("PL_GLOBAL_SEED")
+    return int(seed) if seed is not None else None
+
+
+__all__ = ["LTMethod", "Stage"]

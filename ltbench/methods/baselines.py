@@ -1,0 +1,105 @@
+"""Baselines a fair table needs: softmax CE, logit adjustment, balanced softmax, cosine classifier, cRT."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ltbench.methods.base import LTMethod
+from ltbench.methods.stages import Stage
+from ltbench.models.heads import CosineHead
+
+
+class CrossEntropy(LTMethod):
+    """Plain softmax cross-entropy (BCE for multi-label data) with a linear classifier."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.head = self.build_head()
+
+    def build_head(self) -> nn.Module:
+        return nn.Linear(self.backbone.num_features, self.num_classes)
+
+    def log_prior(self) -> torch.Tensor:
+        """log of the training label frequencies (counts clamped to 1 so an empty class stays finite)."""
+        counts = torch.tensor(self.train_class_counts, dtype=torch.float32).clamp_min(1.0)
+        return (counts / counts.sum()).log()
+
+
+class LogitAdjustment(CrossEntropy):
+    """Post-hoc logit adjustment (Menon et al., ICLR'21): train with CE, predict with logits - tau * log prior."""
+
+    def __init__(self, tau: float = 1.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.tau = tau
+        self.register_buffer("prior", self.log_prior(), persistent=False)
+
+    def inference_logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self(x) - self.tau * self.prior
+
+
+class BalancedSoftmax(CrossEntropy):
+    """Logit-adjusted loss: CE on logits + tau * log prior (tau = 1 is Balanced Softmax, Ren et al., NeurIPS'20).
+
+    Inference uses the raw logits.
+    """
+
+    def __init__(self, tau: float = 1.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if kwargs.get("task", "multiclass") != "multiclass":
+            raise ValueError("BalancedSoftmax is a single-label loss; use a multi-label baseline")
+        self.tau = tau
+        self.register_buffer("prior", self.log_prior(), persistent=False)
+
+    def training_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits + self.tau * self.prior, target)
+
+
+class CosineClassifier(CrossEntropy):
+    """CE over scaled cosine logits (the CosNorm classifier)."""
+
+    def __init__(self, scale: float = 16.0, learn_scale: bool = False, **kwargs: Any) -> None:
+        self._head_args = (scale, learn_scale)
+        super().__init__(**kwargs)
+
+    def build_head(self) -> nn.Module:
+        scale, learn_scale = self._head_args
+        return CosineHead(self.backbone.num_features, self.num_classes, scale=scale, learn_scale=learn_scale)
+
+
+class CRT(CrossEntropy):
+    """Decoupling's classifier re-training (Kang et al., ICLR'20).
+
+    Stage 1 trains everything with instance sampling; stage 2 re-initialises the classifier and
+    re-trains only it, on a frozen backbone, with a class-balanced sampler and a restarted schedule.
+    """
+
+    def __init__(
+        self,
+        crt_epochs: int = 10,
+        crt_sampler: str = "class_balanced",
+        crt_lr_scale: float = 1.0,
+        representation_epochs: Optional[int] = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.crt_epochs = crt_epochs
+        self.crt_sampler = crt_sampler
+        self.crt_lr_scale = crt_lr_scale
+        self.representation_epochs = representation_epochs
+
+    def stages(self) -> list[Stage]:
+        return [
+            Stage("representation", epochs=self.representation_epochs, sampler="instance"),
+            Stage(
+                "classifier",
+                epochs=self.crt_epochs,
+                sampler=self.crt_sampler,
+                train=("head",),
+                reinit=("head",),
+                lr_scale=self.crt_lr_scale,
+            ),
+        ]
