@@ -1,0 +1,18 @@
+"""Data modules: one ``LTDataModule`` per dataset family, all stating their facts from labels."""
+
+from ltbench.data.base import LTDataModule
+from ltbench.data.cifar import CIFAR10LT, CIFAR100LT
+from ltbench.data.lists import ImageListLT, ImageNetLT, INat2018, PlacesLT
+
+from ltbench.data.digits import DigitsLT
+
+__all__ = [
+    "LTDataModule",
+    "DigitsLT",
+    "CIFAR10LT",
+    "CIFAR100LT",
+    "ImageListLT",
+    "ImageNetLT",
+    "PlacesLT",
+    "INat2018",
+]
