@@ -87,8 +87,12 @@ class LTBenchCLI(LightningCLI):
             self.trainer.test(self.model, datamodule=self.datamodule, verbose=True)
 
 
-def run(args: Optional[list[str]] = None) -> LTBenchCLI:
-    """Run the CLI in-process and return it (tests read ``cli.model`` and ``cli.trainer``)."""
+def run(args: Optional[list[str]] = None, run: bool = True) -> LTBenchCLI:
+    """Run the CLI in-process and return it (tests read ``cli.model`` and ``cli.trainer``).
+
+    With ``run=False`` there is no subcommand: ``args`` are ``--config``/overrides and the CLI only
+    instantiates the model, data module and trainer.
+    """
     return LTBenchCLI(
         model_class=LTMethod,
         datamodule_class=LTDataModule,
@@ -98,15 +102,41 @@ def run(args: Optional[list[str]] = None) -> LTBenchCLI:
         save_config_kwargs={"overwrite": True},
         parser_kwargs={"default_env": False},
         args=args,
+        run=run,
     )
+
+
+def build(args: list[str]) -> tuple[LTMethod, LTDataModule]:
+    """Model and data module of a config, facts linked, without training (benchmarks use it)."""
+    cli = run(args, run=False)
+    return cli.model, cli.datamodule
+
+
+def user_error(exc: BaseException) -> Optional[str]:
+    """The one-line message of a bad-input error anywhere in ``exc``'s chain, else None.
+
+    jsonargparse wraps errors raised while instantiating classes, so the cause is looked for.
+    """
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, LTBenchError):
+            return str(exc)
+        if isinstance(exc, FileNotFoundError) and "heckpoint" in str(exc):
+            return f"{exc}; give an existing file, or 'last' to resume from this run's last.ckpt"
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def main(args: Optional[list[str]] = None) -> None:
     """Entry point of the ``ltbench`` command: input errors end in one line, exit status 2."""
     try:
         run(args)
-    except LTBenchError as e:
-        print(f"ltbench: error: {e}", file=sys.stderr)
+    except Exception as e:
+        message = user_error(e)
+        if message is None:
+            raise
+        print(f"ltbench: error: {message}", file=sys.stderr)
         sys.exit(2)
 
 

@@ -147,8 +147,9 @@ class LTMethod(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         result = self._log_metric(self.test_metric, "test")
-        if self.trainer.is_global_zero and not self.trainer.sanity_checking:
-            self.write_record(result)
+        log_dir = self.trainer.log_dir or self.trainer.default_root_dir  # a collective under DDP: every rank asks
+        if self.trainer.is_global_zero:
+            self.write_record(result, Path(log_dir))
 
     # ---- optimiser, schedule and stages ----------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -280,7 +281,7 @@ class LTMethod(L.LightningModule):
         proto.update(self.method_protocol())
         return proto
 
-    def write_record(self, result: dict[str, torch.Tensor]) -> Path:
+    def write_record(self, result: dict[str, torch.Tensor], log_dir: Path) -> Path:
         proto = self.protocol()
         per_class = result.pop("per_class")
         record = {
@@ -305,8 +306,7 @@ class LTMethod(L.LightningModule):
             "git": git_commit(),
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         }
-        log_dir = self.trainer.log_dir or self.trainer.default_root_dir
-        self.record_path = write_json_atomic(Path(log_dir) / "record.json", record)
+        self.record_path = write_json_atomic(log_dir / "record.json", record)
         rank_zero_info(f"ltbench: run record written to {self.record_path}")
         return self.record_path
 

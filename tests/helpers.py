@@ -1,0 +1,37 @@
+"""Test doubles importable by class path from configs (``tests.helpers.X``)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import lightning as L
+
+from ltbench.methods import CrossEntropy
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+CE_DIGITS = str(REPO / "configs" / "ce_digits_lt.yaml")
+
+
+class StopAfterEpoch(L.Callback):
+    """Ends fit after ``epoch`` as an interruption would, once the epoch's checkpoint is saved."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == self.epoch:
+            trainer.should_stop = True
+
+
+class NaNAfterSteps(CrossEntropy):
+    """A method whose loss turns NaN after a few steps."""
+
+    def __init__(self, nan_after: int = 2, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.nan_after = nan_after
+
+    def training_loss(self, logits, target):
+        loss = super().training_loss(logits, target)
+        return loss * math.nan if self.global_step >= self.nan_after else loss

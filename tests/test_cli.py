@@ -1,0 +1,133 @@
+"""End to end through the ``ltbench`` CLI on Digits-LT, in-process as a user would run it."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from ltbench.cli import main, run, user_error
+from ltbench.errors import LTBenchError
+from tests.helpers import CE_DIGITS, REPO
+
+QUIET = ["--trainer.enable_progress_bar", "false"]
+pytestmark = pytest.mark.slow
+
+
+def _fit(tmp_path, *extra, config=CE_DIGITS):
+    return run(["fit", "--config", config, "--run_dir", str(tmp_path), *QUIET, *extra])
+
+
+def _record(cli) -> dict:
+    return json.loads(Path(cli.model.record_path).read_text())
+
+
+def test_fit_then_test_writes_a_complete_record(tmp_path):
+    cli = _fit(tmp_path, "--trainer.max_epochs", "6", "--seed_everything", "3")
+    rec = _record(cli)
+    assert Path(cli.model.record_path) == tmp_path / "CrossEntropy-DigitsLT" / "seed3" / "record.json"
+    assert rec["method"] == "CrossEntropy" and rec["dataset"] == "DigitsLT" and rec["seed"] == 3
+    proto = rec["protocol"]
+    for key in ("split", "subset_sha256", "group_rule", "backbone", "pretrained", "input_size", "epochs", "imb_ratio"):
+        assert key in proto, key
+    assert proto["epochs"] == 6 and proto["input_size"] == 8 and proto["group_sizes"] == {"many": 1, "medium": 3, "few": 6}
+    m = rec["metrics"]
+    assert set(m) == {"acc", "acc_many", "acc_medium", "acc_few"}
+    assert 0.2 < m["acc"] <= 1.0  # at least twice the 10% of chance after 6 epochs
+    per_class = rec["per_class"]["score"]
+    assert len(per_class) == 10 and rec["per_class"]["train_counts"][0] == 120
+    assert m["acc_many"] == pytest.approx(per_class[0])
+    assert m["acc_few"] == pytest.approx(sum(per_class[4:]) / 6)
+    assert rec["num_test_samples"] == 500
+    assert rec["throughput"]["train_images_per_s"] > 0
+    assert rec["config"]["model"]["class_path"] == "ltbench.methods.CrossEntropy"
+    assert rec["config"]["trainer"]["max_epochs"] == 6
+    assert {"torch", "lightning", "ltbench"} <= set(rec["versions"])
+    assert "commit" in rec["git"]
+    assert not list(Path(cli.model.record_path).parent.glob(".*.tmp"))
+
+
+def test_same_seed_same_numbers(tmp_path):
+    a = _record(_fit(tmp_path / "a", "--trainer.max_epochs", "3", "--seed_everything", "1"))
+    b = _record(_fit(tmp_path / "b", "--trainer.max_epochs", "3", "--seed_everything", "1"))
+    c = _record(_fit(tmp_path / "c", "--trainer.max_epochs", "3", "--seed_everything", "2"))
+    assert a["metrics"] == b["metrics"] and a["per_class"] == b["per_class"]
+    assert a["protocol"]["subset_sha256"] == c["protocol"]["subset_sha256"]  # the split is fixed by subset_seed
+    assert a["per_class"] != c["per_class"]
+
+
+def test_interrupted_multi_stage_run_resumes_to_the_same_result(tmp_path):
+    crt = ["--config", str(REPO / "configs" / "crt_digits_lt.yaml"), "--model.init_args.representation_epochs", "2", "--model.init_args.crt_epochs", "2", "--trainer.max_epochs", "4"]
+    straight = run(["fit", *crt, "--run_dir", str(tmp_path / "s"), *QUIET])
+    stopped = run(["fit", *crt, "--run_dir", str(tmp_path / "r"), *QUIET, "--test_after_fit", "false", "--trainer.callbacks+=tests.helpers.StopAfterEpoch", "--trainer.callbacks.epoch", "2"])
+    assert stopped.trainer.current_epoch == 3 and stopped.model.entered_stage == 1  # stopped inside stage 2
+    assert not (tmp_path / "r" / "CRT-DigitsLT" / "seed0" / "record.json").exists()
+    resumed = run(["fit", *crt, "--run_dir", str(tmp_path / "r"), *QUIET, "--ckpt_path", "last"])
+    for k, v in straight.model.state_dict().items():
+        assert torch.equal(v, resumed.model.state_dict()[k]), k
+    assert _record(straight)["metrics"] == _record(resumed)["metrics"]
+
+
+def test_nan_loss_is_one_clear_error(tmp_path):
+    with pytest.raises(LTBenchError, match="non-finite training loss .* lower model.init_args.optimizer.lr"):
+        _fit(tmp_path, "--model", "tests.helpers.NaNAfterSteps", "--model.init_args.backbone", "tiny_cnn", "--trainer.log_every_n_steps", "1")
+
+
+def test_missing_checkpoint_and_unknown_backbone_end_in_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["test", "--config", CE_DIGITS, "--run_dir", str(tmp_path), *QUIET, "--ckpt_path", str(tmp_path / "missing.ckpt")])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("ltbench: error: Checkpoint file not found") and "missing.ckpt" in err[-1]
+    with pytest.raises(SystemExit) as e:
+        main(["fit", "--config", CE_DIGITS, "--run_dir", str(tmp_path), "--model.init_args.backbone", "resnet33_cifar"])
+    assert e.value.code == 2
+    assert "unknown backbone 'resnet33_cifar'" in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_missing_dataset_names_the_expected_path(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", str(REPO / "configs" / "ce_cifar10_lt.yaml"), "--data.init_args.root", str(tmp_path / "nowhere")])
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("ltbench: error:") and str(tmp_path / "nowhere" / "cifar-10-batches-py") in last
+
+
+def test_wrong_config_key_is_named(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  init_args:\n    learning_rate: 0.1\n")
+    with pytest.raises(SystemExit):
+        run(["fit", "--config", CE_DIGITS, "--config", str(bad)])
+    assert "learning_rate" in capsys.readouterr().err
+
+
+def test_user_error_finds_the_cause():
+    try:
+        try:
+            raise LTBenchError("x.txt:3: bad line")
+        except LTBenchError as inner:
+            raise ValueError("wrapped") from inner
+    except ValueError as outer:
+        assert user_error(outer) == "x.txt:3: bad line"
+    assert user_error(RuntimeError("other")) is None
+
+
+def test_two_process_evaluation_equals_one_process(tmp_path):
+    """Test on 2 CPU processes (gloo) gives the numbers of 1: padded duplicates are not counted."""
+    trained = _fit(tmp_path, "--trainer.max_epochs", "2", "--test_after_fit", "false")
+    ckpt = str(Path(trained.trainer.log_dir) / "checkpoints" / "last.ckpt")
+    common = ["test", "--config", CE_DIGITS, "--ckpt_path", ckpt, "--run_dir", str(tmp_path), *QUIET, "--data.init_args.eval_batch_size", "37"]
+    one = _record(run([*common, "--version", "one"]))
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.run(
+        [sys.executable, "-m", "ltbench.cli", *common, "--version", "two", "--trainer.devices", "2", "--trainer.strategy", "ddp"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    two = json.loads((tmp_path / "CrossEntropy-DigitsLT" / "two" / "record.json").read_text())
+    assert two["throughput"] == one["throughput"]
+    assert two["num_test_samples"] == one["num_test_samples"] == 500
+    assert two["metrics"] == pytest.approx(one["metrics"], abs=1e-7)
+    assert two["per_class"]["score"] == pytest.approx(one["per_class"]["score"], abs=1e-7)
