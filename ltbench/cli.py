@@ -129,7 +129,15 @@ def user_error(exc: BaseException) -> Optional[str]:
 
 
 def main(args: Optional[list[str]] = None) -> None:
-    """Entry point of the ``ltbench`` command: input errors end in one line, exit status 2."""
+    """Entry point of the ``ltbench`` command: input errors end in one line, exit status 2.
+
+    ``ltbench leaderboard SUITE`` runs a suite and renders its board; the rest is LightningCLI.
+    """
+    argv = sys.argv[1:] if args is None else args
+    if argv[:1] == ["leaderboard"]:
+        from ltbench.leaderboard import main as leaderboard_main
+
+        sys.exit(leaderboard_main(argv[1:]))
     try:
         run(args)
     except Exception as e:
