@@ -101,24 +101,13 @@ def _import(class_path: str) -> type:
 
 def _parse_only(cli_args: list[str]) -> Any:
     """The config as ``ltbench`` parses it (overrides applied), nothing instantiated."""
-    from ltbench.cli import LTBenchCLI
-    from ltbench.data.base import LTDataModule
-    from ltbench.methods.base import LTMethod
+    from ltbench.cli import CLI_KWARGS, LTBenchCLI
 
     class _ParseOnly(LTBenchCLI):
         def instantiate_classes(self) -> None:
             pass
 
-    cli = _ParseOnly(
-        model_class=LTMethod,
-        datamodule_class=LTDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        seed_everything_default=0,
-        parser_kwargs={"default_env": False},
-        args=cli_args,
-        run=False,
-    )
+    cli = _ParseOnly(**CLI_KWARGS, args=cli_args, run=False)
     return cli.config
 
 

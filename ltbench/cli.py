@@ -87,23 +87,24 @@ class LTBenchCLI(LightningCLI):
             self.trainer.test(self.model, datamodule=self.datamodule, verbose=True)
 
 
+CLI_KWARGS: dict[str, Any] = dict(
+    model_class=LTMethod,
+    datamodule_class=LTDataModule,
+    subclass_mode_model=True,
+    subclass_mode_data=True,
+    seed_everything_default=0,
+    save_config_kwargs={"overwrite": True},
+    parser_kwargs={"default_env": False},
+)
+
+
 def run(args: Optional[list[str]] = None, run: bool = True) -> LTBenchCLI:
     """Run the CLI in-process and return it (tests read ``cli.model`` and ``cli.trainer``).
 
     With ``run=False`` there is no subcommand: ``args`` are ``--config``/overrides and the CLI only
     instantiates the model, data module and trainer.
     """
-    return LTBenchCLI(
-        model_class=LTMethod,
-        datamodule_class=LTDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        seed_everything_default=0,
-        save_config_kwargs={"overwrite": True},
-        parser_kwargs={"default_env": False},
-        args=args,
-        run=run,
-    )
+    return LTBenchCLI(**CLI_KWARGS, args=args, run=run)
 
 
 def build(args: list[str]) -> tuple[LTMethod, LTDataModule]:

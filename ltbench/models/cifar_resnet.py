@@ -26,6 +26,7 @@ from timm.layers import create_classifier
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model, resolve_pretrained_cfg
 
 from ltbench.errors import LTBenchError
+from ltbench.models.classifier_mixin import PooledClassifierMixin
 
 __all__ = ["CifarResNet", "BBNResNet", "BasicBlock", "PadShortcut", "build_scratch_model"]
 
@@ -84,7 +85,7 @@ def _init_weights(module: nn.Module) -> None:
             nn.init.kaiming_normal_(m.weight)
 
 
-class CifarResNet(nn.Module):
+class CifarResNet(PooledClassifierMixin, nn.Module):
     """Standard CIFAR ResNet (6n+2 layers); ``depths=(5, 5, 5)`` is ResNet-32."""
 
     def __init__(
@@ -126,23 +127,8 @@ class CifarResNet(nn.Module):
         """(B, C, H, W) image -> (B, num_features, H/4, W/4) map, before pooling."""
         return self._stages(x)
 
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.global_pool(x)
-        if self.drop_rate:
-            x = F.dropout(x, p=self.drop_rate, training=self.training)
-        return x if pre_logits else self.fc(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def get_classifier(self) -> nn.Module:
-        return self.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        self.num_classes = num_classes
-        pool_type = global_pool if global_pool is not None else self.global_pool.pool_type
-        self.global_pool, self.fc = create_classifier(self.num_features, num_classes, pool_type=pool_type)
-        _init_weights(self.fc)
+    def init_classifier(self, fc: nn.Module) -> None:
+        _init_weights(fc)
 
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:

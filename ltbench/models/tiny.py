@@ -6,15 +6,15 @@ channel) up to 32x32 CIFAR-sized images. Not meant to give competitive accuracy.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from timm.layers import create_classifier
 from timm.models import generate_default_cfgs, register_model
 
+from ltbench.models.classifier_mixin import PooledClassifierMixin
 from ltbench.models.cifar_resnet import CIFAR_MEAN, CIFAR_STD, build_scratch_model
 
 __all__ = ["TinyCNN"]
@@ -28,7 +28,7 @@ class ConvBnReLU(nn.Sequential):
         self.act = nn.ReLU(inplace=True)
 
 
-class TinyCNN(nn.Module):
+class TinyCNN(PooledClassifierMixin, nn.Module):
     """conv(w) -> conv(2w, stride 2) -> conv(4w); ``num_features`` is 4w (64 by default)."""
 
     def __init__(
@@ -54,23 +54,6 @@ class TinyCNN(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) image -> (B, num_features, H/2, W/2) map, before pooling."""
         return self.conv3(self.conv2(self.conv1(x)))
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.global_pool(x)
-        if self.drop_rate:
-            x = F.dropout(x, p=self.drop_rate, training=self.training)
-        return x if pre_logits else self.fc(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def get_classifier(self) -> nn.Module:
-        return self.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        self.num_classes = num_classes
-        pool_type = global_pool if global_pool is not None else self.global_pool.pool_type
-        self.global_pool, self.fc = create_classifier(self.num_features, num_classes, pool_type=pool_type)
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> dict:
