@@ -15,7 +15,7 @@ keep the original attribute names (``conv1``, ``bn1``, ``layer1``.., ``cb_block`
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
