@@ -131,3 +131,16 @@ def test_two_process_evaluation_equals_one_process(tmp_path):
     assert two["num_test_samples"] == one["num_test_samples"] == 500
     assert two["metrics"] == pytest.approx(one["metrics"], abs=1e-7)
     assert two["per_class"]["score"] == pytest.approx(one["per_class"]["score"], abs=1e-7)
+
+
+def test_validate_and_predict_subcommands(tmp_path):
+    trained = _fit(tmp_path, "--trainer.max_epochs", "1", "--test_after_fit", "false")
+    ckpt = str(Path(trained.trainer.log_dir) / "checkpoints" / "last.ckpt")
+    val = run(["validate", "--config", CE_DIGITS, "--ckpt_path", ckpt, "--run_dir", str(tmp_path), *QUIET, "--version", "val"])
+    assert {"val/acc", "val/acc_many", "val/acc_medium", "val/acc_few"} <= set(val.trainer.callback_metrics)
+    pred = run(["predict", "--config", CE_DIGITS, "--ckpt_path", ckpt, "--run_dir", str(tmp_path), *QUIET, "--version", "pred"])
+    batches = pred.trainer.predict_loop.predictions
+    index = torch.cat([b["index"] for b in batches])
+    scores = torch.cat([b["scores"] for b in batches])
+    assert index.tolist() == list(range(500)) and scores.shape == (500, 10)
+    assert torch.allclose(scores.sum(1), torch.ones(500), atol=1e-5)
