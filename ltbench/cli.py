@@ -28,6 +28,7 @@ LINKS = {
     "class_names": "class_names",
     "train_class_counts": "train_class_counts",
     "in_chans": "in_chans",
+    "num_train": "num_train",
 }
 
 

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import ltbench.methods as methods
+from ltbench.errors import LTBenchError
 from ltbench.methods import BalancedSoftmax, CosineClassifier, CrossEntropy, LogitAdjustment, LTMethod
 from ltbench.models.heads import CosineHead
 
@@ -48,7 +49,7 @@ def test_balanced_softmax_loss_is_ce_on_prior_shifted_logits():
     assert m.training_loss(logits, target).item() == pytest.approx(ref, rel=1e-5)
     uniform = BalancedSoftmax(**{**FACTS, "train_class_counts": [7, 7, 7, 7]})
     assert uniform.training_loss(logits, target).item() == pytest.approx(F.cross_entropy(logits, target).item(), rel=1e-6)
-    with pytest.raises(ValueError, match="single-label"):
+    with pytest.raises(LTBenchError, match="BalancedSoftmax supports multiclass data; the data module's task is 'multilabel'"):
         BalancedSoftmax(task="multilabel", **FACTS)
 
 
@@ -73,14 +74,21 @@ REGISTERED = sorted(
 
 
 def test_every_method_is_registered():
-    assert {"CrossEntropy", "LogitAdjustment", "BalancedSoftmax", "CosineClassifier", "CRT"} <= {c.__name__ for c in REGISTERED}
+    names = {c.__name__ for c in REGISTERED}
+    assert {"CrossEntropy", "LogitAdjustment", "BalancedSoftmax", "CosineClassifier", "CRT"} <= names
+    assert {"BCE", "ASL", "Focal", "DBFocal"} <= names
 
 
-@pytest.mark.parametrize("cls", REGISTERED, ids=lambda c: c.__name__)
-def test_every_method_trains_one_step_and_predicts(cls):
+METHOD_TASKS = [(cls, task) for cls in REGISTERED for task in cls.tasks]
+LABELS = torch.tensor([0, 1, 2, 3, 0, 0, 1, 3])
+
+
+@pytest.mark.parametrize("cls,task", METHOD_TASKS, ids=lambda v: getattr(v, "__name__", v))
+def test_every_method_trains_one_step_and_predicts(cls, task):
     torch.manual_seed(0)
-    m = cls(**FACTS)
-    x, y = _x(8), torch.tensor([0, 1, 2, 3, 0, 0, 1, 3])
+    m = cls(task=task, **FACTS)
+    x = _x(8)
+    y = LABELS if task == "multiclass" else F.one_hot(LABELS, 4).maximum(torch.eye(4)[[1, 1, 0, 0, 3, 2, 2, 0]].long())
     loss = m.training_loss(m(x), y)
     assert loss.ndim == 0 and torch.isfinite(loss)
     loss.backward()
@@ -88,7 +96,9 @@ def test_every_method_trains_one_step_and_predicts(cls):
     m.eval()
     with torch.no_grad():
         scores = m.scores(m.inference_logits(x[:1]))
-    assert scores.shape == (1, 4) and torch.allclose(scores.sum(1), torch.ones(1))
+    assert scores.shape == (1, 4) and ((scores >= 0) & (scores <= 1)).all()
+    if task == "multiclass":
+        assert torch.allclose(scores.sum(1), torch.ones(1))
     assert m.stages()
 
 

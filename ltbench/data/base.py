@@ -86,6 +86,11 @@ class LTDataModule(L.LightningDataModule):
     def train_targets(self) -> np.ndarray:
         return np.asarray(self.load_train_targets())
 
+    @property
+    def num_train(self) -> int:
+        """Training images (for multi-label data not the sum of class counts)."""
+        return int(len(self.train_targets))
+
     @cached_property
     def train_class_counts(self) -> list[int]:
         t = self.train_targets
@@ -102,7 +107,7 @@ class LTDataModule(L.LightningDataModule):
             "dataset": type(self).__name__,
             "task": self.task,
             "num_classes": self.num_classes,
-            "num_train": int(len(self.train_targets)),
+            "num_train": self.num_train,
             "input_size": self.image_size,
             "in_chans": self.in_chans,
             "group_rule": self.shot_rule.describe(),

@@ -1,7 +1,18 @@
 """Method plug-ins; importing this package registers them for the CLI by class name."""
 
 from ltbench.methods.base import LTMethod
-from ltbench.methods.baselines import CRT, BalancedSoftmax, CosineClassifier, CrossEntropy, LogitAdjustment
+from ltbench.methods.baselines import (
+    ASL,
+    BCE,
+    CRT,
+    BalancedSoftmax,
+    CosineClassifier,
+    CrossEntropy,
+    DBFocal,
+    Focal,
+    LogitAdjustment,
+)
 from ltbench.methods.stages import Stage
 
 __all__ = ["LTMethod", "Stage", "CrossEntropy", "LogitAdjustment", "BalancedSoftmax", "CosineClassifier", "CRT"]
+__all__ += ["BCE", "ASL", "Focal", "DBFocal"]

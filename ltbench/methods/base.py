@@ -13,7 +13,7 @@ import os
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, ClassVar, Literal, Optional, Union
 
 import lightning as L
 import torch
@@ -31,7 +31,10 @@ Task = Literal["multiclass", "multilabel"]
 
 
 class LTMethod(L.LightningModule):
-    """Base of all methods. The data facts (task ... in_chans) are linked in from the data module."""
+    """Base of all methods. The data facts (task ... num_train) are linked in from the data module."""
+
+    #: the tasks a method supports; others are refused with one clear message
+    tasks: ClassVar[tuple[str, ...]] = ("multiclass", "multilabel")
 
     def __init__(
         self,
@@ -46,8 +49,11 @@ class LTMethod(L.LightningModule):
         train_class_counts: Optional[list[int]] = None,
         class_groups: Optional[dict[str, list[bool]]] = None,
         in_chans: int = 3,
+        num_train: Optional[int] = None,
     ) -> None:
         super().__init__()
+        if task not in self.tasks:
+            raise LTBenchError(f"{type(self).__name__} supports {' and '.join(self.tasks)} data; the data module's task is {task!r}")
         optimizer = OptimizerConfig(**optimizer) if isinstance(optimizer, dict) else optimizer
         scheduler = SchedulerConfig(**scheduler) if isinstance(scheduler, dict) else scheduler
         self.save_hyperparameters()
@@ -58,6 +64,7 @@ class LTMethod(L.LightningModule):
         self.num_classes = num_classes
         self.class_names = class_names or [str(i) for i in range(num_classes)]
         self.train_class_counts = train_class_counts or [1] * num_classes
+        self.num_train = num_train or sum(self.train_class_counts)
         if len(self.train_class_counts) != num_classes or len(self.class_names) != num_classes:
             raise LTBenchError(
                 f"model.init_args: num_classes={num_classes} but {len(self.class_names)} class_names and "
@@ -301,7 +308,7 @@ class LTMethod(L.LightningModule):
             "throughput": self.throughput,
             "checkpoint": self.trainer.ckpt_path,
             "config": self.run_config,
-            "hparams": {k: v for k, v in self.hparams.items() if k not in ("class_names", "train_class_counts", "class_groups")},
+            "hparams": {k: v for k, v in self.hparams.items() if k not in ("class_names", "train_class_counts", "class_groups", "num_train")},
             "versions": versions(),
             "git": git_commit(),
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

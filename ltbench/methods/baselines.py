@@ -1,13 +1,16 @@
-"""Baselines a fair table needs: softmax CE, logit adjustment, balanced softmax, cosine classifier, cRT."""
+"""Baselines a fair table needs: softmax CE, logit adjustment, balanced softmax, cosine classifier, cRT;
+for multi-label data BCE, ASL, focal and DB-Focal."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ltbench.losses import DBSettings, asymmetric_loss, class_frequencies, db_focal_loss, focal_loss
 from ltbench.methods.base import LTMethod
 from ltbench.methods.stages import Stage
 from ltbench.models.heads import CosineHead
@@ -47,10 +50,10 @@ class BalancedSoftmax(CrossEntropy):
     Inference uses the raw logits.
     """
 
+    tasks = ("multiclass",)
+
     def __init__(self, tau: float = 1.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if kwargs.get("task", "multiclass") != "multiclass":
-            raise ValueError("BalancedSoftmax is a single-label loss; use a multi-label baseline")
         self.tau = tau
         self.register_buffer("prior", self.log_prior(), persistent=False)
 
@@ -103,3 +106,48 @@ class CRT(CrossEntropy):
                 lr_scale=self.crt_lr_scale,
             ),
         ]
+
+
+class _MultiLabelBaseline(CrossEntropy):
+    """A linear classifier trained with a multi-label loss."""
+
+    tasks = ("multilabel",)
+
+
+class BCE(_MultiLabelBaseline):
+    """Binary cross-entropy over sigmoid logits, the multi-label baseline."""
+
+
+class ASL(_MultiLabelBaseline):
+    """Asymmetric loss (Ridnik et al., ICCV'21): gamma- 4, gamma+ 0, probability margin 0.05."""
+
+    def __init__(self, gamma_neg: float = 4.0, gamma_pos: float = 0.0, clip: float = 0.05, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.gamma_neg, self.gamma_pos, self.clip = gamma_neg, gamma_pos, clip
+
+    def training_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return asymmetric_loss(logits, target, self.gamma_neg, self.gamma_pos, self.clip)
+
+
+class Focal(_MultiLabelBaseline):
+    """Sigmoid focal loss (Lin et al., ICCV'17) in DB-Loss's setting: gamma 2, balance 2, no alpha."""
+
+    def __init__(self, gamma: float = 2.0, balance: float = 2.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.gamma, self.balance = gamma, balance
+
+    def training_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return focal_loss(logits, target, self.gamma, self.balance)
+
+
+class DBFocal(_MultiLabelBaseline):
+    """Distribution-balanced loss with focal (Wu et al., ECCV'20); defaults are the COCO-LT settings."""
+
+    def __init__(self, db: DBSettings = DBSettings(), **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.db = DBSettings(**db) if isinstance(db, dict) else db
+        self.hparams.db = asdict(self.db)
+        self.register_buffer("class_freq", class_frequencies(self.train_class_counts), persistent=False)
+
+    def training_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return db_focal_loss(logits, target, self.class_freq, self.num_train, self.db)
