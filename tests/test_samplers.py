@@ -92,3 +92,19 @@ def test_sampler_schedule_switches_by_epoch():
     assert np.bincount(TARGETS[list(s)], minlength=5)[4] > 50
     with pytest.raises(ValueError, match="unknown sampler"):
         LTSampler(TARGETS, 5, [(0, "balanced")])
+
+
+def test_epoch_length_and_samples_per_class_visit():
+    """DB-Loss's class-aware sampler: max count x C / 4 draws, 3 consecutive images per class visit."""
+    epoch = COUNTS[0] * 5 // 4
+    s = LTSampler(TARGETS, 5, [(0, "class_aware")], epoch_samples=epoch, samples_per_class=3)
+    idx = list(s)
+    assert len(s) == len(idx) == epoch
+    cls = TARGETS[idx]
+    for start in range(0, 60, 3):
+        assert len(set(cls[start : start + 3].tolist())) == 1
+    for start in range(0, 60, 15):  # five visits of three cover every class once
+        assert sorted(set(cls[start : start + 15].tolist())) == [0, 1, 2, 3, 4]
+    inst = LTSampler(TARGETS, 5, [(0, "instance")], epoch_samples=N + 10)
+    drawn = list(inst)
+    assert len(drawn) == N + 10 and sorted(drawn[:N]) == list(range(N))

@@ -68,3 +68,33 @@ def test_crt_stage_total_must_match_trainer(tmp_path):
             "--model.init_args.crt_epochs", "2",
             "--trainer.max_epochs", "4",
         )
+
+
+@pytest.mark.slow
+def test_freeze_prefixes_and_norm_eval_hold_for_the_whole_run(tmp_path):
+    """DB-Loss-style backbone freezing: listed parameters never move, no BN statistic updates."""
+    from ltbench.methods import CrossEntropy
+
+    torch.manual_seed(0)
+    init = CrossEntropy(backbone="tiny_cnn", in_chans=1, num_classes=10).backbone.state_dict()
+    cli = _fit(tmp_path, "--trainer.max_epochs", "2", "--model.init_args.freeze", "[backbone.model.conv1]", "--model.init_args.norm_eval", "true")
+    after = cli.model.backbone.state_dict()
+    for k, v in init.items():
+        if k.startswith("model.conv1.") or "running_" in k or "num_batches_tracked" in k:
+            assert torch.equal(v, after[k]), k
+    assert not torch.equal(init["model.conv2.conv.weight"], after["model.conv2.conv.weight"])
+    assert not any(p.requires_grad for p in cli.model.backbone.model.conv1.parameters())
+
+
+def test_neck_and_warmup_steps():
+    from dataclasses import replace
+
+    from ltbench.methods import CrossEntropy
+    from ltbench.methods.optim import SchedulerConfig, lr_factor
+
+    m = CrossEntropy(backbone="tiny_cnn", in_chans=1, num_classes=10, neck_dim=8, neck_dropout=0.5)
+    assert [type(x).__name__ for x in m.head] == ["Linear", "Dropout", "Linear"] and m.head[2].in_features == 8
+    cfg = SchedulerConfig(name="multistep", warmup_steps=500, warmup_start_factor=1 / 3, milestones=[5, 7])
+    resolved = replace(cfg, warmup_epochs=cfg.warmup_steps / 121)  # VOC-LT: 500 iterations are 4.1 epochs
+    assert lr_factor(resolved, 250 / 121, 8) == pytest.approx(1 / 3 + (2 / 3) * 0.5)
+    assert lr_factor(resolved, 5.0, 8) == pytest.approx(0.1)

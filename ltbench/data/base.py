@@ -42,6 +42,8 @@ class LTDataModule(L.LightningDataModule):
         shot_rule: Optional[ShotRule] = None,
         drop_last: bool = False,
         pin_memory: bool = True,
+        epoch_samples: Optional[int] = None,
+        class_aware_samples: int = 1,
     ) -> None:
         super().__init__()
         self.batch_size = batch_size
@@ -51,6 +53,8 @@ class LTDataModule(L.LightningDataModule):
         self.shot_rule = shot_rule or (SINGLE_LABEL_RULE if self.task == "multiclass" else MULTI_LABEL_RULE)
         self.drop_last = drop_last
         self.pin_memory = pin_memory
+        self.epoch_samples = epoch_samples
+        self.class_aware_samples = class_aware_samples
         self.sampler_schedule: list[tuple[int, str]] = [(0, sampler)]
         self._datasets: dict[str, Dataset] = {}
 
@@ -113,6 +117,7 @@ class LTDataModule(L.LightningDataModule):
             "group_rule": self.shot_rule.describe(),
             "group_sizes": {k: int(v.sum()) for k, v in groups.items()},
             "sampler": self.sampler,
+            "epoch_samples": self.epoch_samples or self.num_train,
             **self.protocol_extras(),
         }
 
@@ -154,6 +159,8 @@ class LTDataModule(L.LightningDataModule):
             num_replicas=trainer.world_size if trainer else 1,
             rank=trainer.global_rank if trainer else 0,
             seed=int(os.environ.get("PL_GLOBAL_SEED", 0)),
+            epoch_samples=self.epoch_samples,
+            samples_per_class=self.class_aware_samples,
         )
         return self._loader(self.dataset("train"), self.batch_size, sampler=sampler, drop_last=self.drop_last)
 

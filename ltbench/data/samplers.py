@@ -8,7 +8,7 @@ is itself a ``DistributedSampler``, so Lightning does not wrap it.
 from __future__ import annotations
 
 import bisect
-from typing import Iterator, Literal, Sequence
+from typing import Iterator, Literal, Optional, Sequence
 
 import numpy as np
 from torch.utils.data import DistributedSampler
@@ -28,12 +28,23 @@ def class_index_lists(targets: np.ndarray, num_classes: int) -> list[np.ndarray]
 
 
 def draw_epoch(
-    mode: str, class_indices: Sequence[np.ndarray], num_samples: int, rng: np.random.Generator
+    mode: str,
+    class_indices: Sequence[np.ndarray],
+    num_samples: int,
+    rng: np.random.Generator,
+    dataset_size: Optional[int] = None,
+    samples_per_class: int = 1,
 ) -> np.ndarray:
-    """One epoch of dataset indices under ``mode``; class-based modes pick a class, then an image of it."""
+    """``num_samples`` dataset indices under ``mode``; class-based modes pick a class, then an image of it.
+
+    ``instance`` walks random permutations of the ``dataset_size`` images. ``class_aware`` takes
+    ``samples_per_class`` consecutive images of each class it visits (DB-Loss uses 3).
+    """
     counts = np.array([len(ix) for ix in class_indices])
     if mode == "instance":
-        return rng.permutation(num_samples)
+        n = dataset_size or num_samples
+        reps = -(-num_samples // n)
+        return np.concatenate([rng.permutation(n) for _ in range(reps)])[:num_samples]
     present = np.flatnonzero(counts)
     if len(present) == 0:
         raise ValueError("no class has a training image")
@@ -47,8 +58,10 @@ def draw_epoch(
     if mode == "class_aware":
         # Round robin: shuffled class order each cycle; each class walks its own shuffled list.
         n_cls = len(present)
-        cycles = -(-num_samples // n_cls)
-        cls = np.concatenate([rng.permutation(n_cls) for _ in range(cycles)])[:num_samples]
+        visits = -(-num_samples // samples_per_class)
+        cycles = -(-visits // n_cls)
+        order = np.concatenate([rng.permutation(n_cls) for _ in range(cycles)])[:visits]
+        cls = np.repeat(order, samples_per_class)[:num_samples]
         out = np.empty(num_samples, dtype=np.int64)
         for k in range(n_cls):
             pos = np.flatnonzero(cls == k)
@@ -61,7 +74,10 @@ def draw_epoch(
 
 
 class LTSampler(DistributedSampler):
-    """Stage-aware long-tail sampler; ``schedule`` maps a start epoch to a sampler name."""
+    """Stage-aware long-tail sampler; ``schedule`` maps a start epoch to a sampler name.
+
+    An epoch has ``epoch_samples`` draws (default: the training-set size) over all ranks.
+    """
 
     def __init__(
         self,
@@ -72,8 +88,12 @@ class LTSampler(DistributedSampler):
         rank: int = 0,
         seed: int = 0,
         drop_last: bool = False,
+        epoch_samples: Optional[int] = None,
+        samples_per_class: int = 1,
     ) -> None:
-        self.num_samples_total = len(targets)
+        self.dataset_size = len(targets)
+        self.num_samples_total = epoch_samples or len(targets)
+        self.samples_per_class = samples_per_class
         self.class_indices = class_index_lists(np.asarray(targets), num_classes)
         self.schedule = sorted((int(e), str(m)) for e, m in schedule)
         for _, mode in self.schedule:
@@ -94,7 +114,9 @@ class LTSampler(DistributedSampler):
 
     def __iter__(self) -> Iterator[int]:
         rng = np.random.default_rng([self.seed, self.epoch])
-        indices = draw_epoch(self.mode_at(self.epoch), self.class_indices, self.num_samples_total, rng)
+        indices = draw_epoch(
+            self.mode_at(self.epoch), self.class_indices, self.num_samples_total, rng, self.dataset_size, self.samples_per_class
+        )
         if self.drop_last:
             indices = indices[: self.total_size]
         else:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Optional, Union
 
@@ -50,6 +50,8 @@ class LTMethod(L.LightningModule):
         class_groups: Optional[dict[str, list[bool]]] = None,
         in_chans: int = 3,
         num_train: Optional[int] = None,
+        freeze: Optional[list[str]] = None,
+        norm_eval: bool = False,
     ) -> None:
         super().__init__()
         if task not in self.tasks:
@@ -76,6 +78,8 @@ class LTMethod(L.LightningModule):
         self.val_metric = metric_cls(num_classes, self.class_groups)
         self.test_metric = metric_cls(num_classes, self.class_groups)
         self.register_buffer("_nonfinite", torch.zeros((), dtype=torch.bool), persistent=False)
+        self.freeze = tuple(freeze or ())
+        self.norm_eval = norm_eval
         self.plan: Optional[StagePlan] = None
         self.entered_stage = -1
         self.throughput: dict[str, float] = {}
@@ -181,6 +185,8 @@ class LTMethod(L.LightningModule):
         plan = self.plan or StagePlan(self.stages(), None if self.trainer.max_epochs is None else self.trainer.max_epochs)
         spe = max(1, -(-int(self.trainer.estimated_stepping_batches) // max(plan.total_epochs, 1)))
         cfg = self.scheduler_cfg
+        if cfg.warmup_steps:
+            cfg = replace(cfg, warmup_epochs=cfg.warmup_steps / spe)
 
         def factor(step: int) -> float:
             i = plan.index_at(step // spe)
@@ -192,16 +198,20 @@ class LTMethod(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def _trainable(self, name: str, stage: Stage) -> bool:
-        return stage.train is None or any(name == p or name.startswith(p + ".") for p in stage.train)
+        return (stage.train is None or _under(name, stage.train)) and not _under(name, self.freeze)
 
     def _apply_stage_modes(self, stage: Stage) -> None:
-        if stage.train is None:
+        """Freeze what the stage and ``freeze`` exclude (eval mode too); ``norm_eval`` freezes BN statistics."""
+        if stage.train is None and not self.freeze and not self.norm_eval:
             return
         for name, p in self.named_parameters():
             p.requires_grad_(self._trainable(name, stage))
-        for name, child in self.named_children():
-            if not self._trainable(name, stage):
-                child.eval()
+        for name, module in self.named_modules():
+            if not name:
+                continue
+            frozen = (stage.train is not None and not _under(name, stage.train)) or _under(name, self.freeze)
+            if frozen or (self.norm_eval and isinstance(module, torch.nn.modules.batchnorm._BatchNorm)):
+                module.eval()
 
     def on_train_epoch_start(self) -> None:
         plan = self.plan
@@ -316,6 +326,10 @@ class LTMethod(L.LightningModule):
         self.record_path = write_json_atomic(log_dir / "record.json", record)
         rank_zero_info(f"ltbench: run record written to {self.record_path}")
         return self.record_path
+
+
+def _under(name: str, prefixes: tuple[str, ...]) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
 
 
 def _global_seed() -> Optional[int]:

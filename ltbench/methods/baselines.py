@@ -17,14 +17,26 @@ from ltbench.models.heads import CosineHead
 
 
 class CrossEntropy(LTMethod):
-    """Plain softmax cross-entropy (BCE for multi-label data) with a linear classifier."""
+    """Plain softmax cross-entropy (BCE for multi-label data) with a linear classifier.
 
-    def __init__(self, **kwargs: Any) -> None:
+    ``neck_dim`` puts a linear projection with dropout before the classifier, as DB-Loss's "PFC"
+    neck (2048 -> 256, dropout 0.5) does.
+    """
+
+    def __init__(self, neck_dim: Optional[int] = None, neck_dropout: float = 0.0, **kwargs: Any) -> None:
+        self._neck = (neck_dim, neck_dropout)
         super().__init__(**kwargs)
         self.head = self.build_head()
 
     def build_head(self) -> nn.Module:
-        return nn.Linear(self.backbone.num_features, self.num_classes)
+        neck_dim, dropout = self._neck
+        classifier = self.build_classifier(neck_dim or self.backbone.num_features)
+        if not neck_dim:
+            return classifier
+        return nn.Sequential(nn.Linear(self.backbone.num_features, neck_dim), nn.Dropout(dropout), classifier)
+
+    def build_classifier(self, in_features: int) -> nn.Module:
+        return nn.Linear(in_features, self.num_classes)
 
     def log_prior(self) -> torch.Tensor:
         """log of the training label frequencies (counts clamped to 1 so an empty class stays finite)."""
@@ -68,9 +80,9 @@ class CosineClassifier(CrossEntropy):
         self._head_args = (scale, learn_scale)
         super().__init__(**kwargs)
 
-    def build_head(self) -> nn.Module:
+    def build_classifier(self, in_features: int) -> nn.Module:
         scale, learn_scale = self._head_args
-        return CosineHead(self.backbone.num_features, self.num_classes, scale=scale, learn_scale=learn_scale)
+        return CosineHead(in_features, self.num_classes, scale=scale, learn_scale=learn_scale)
 
 
 class CRT(CrossEntropy):

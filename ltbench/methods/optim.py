@@ -32,7 +32,8 @@ class OptimizerConfig:
 class SchedulerConfig:
     """Warm-up, then constant / multistep / cosine; or one-cycle.
 
-    Times are in epochs. ``interval='step'`` moves the lr every optimiser step. ``interval='epoch'``
+    Times are in epochs; ``warmup_steps`` (optimiser steps) replaces ``warmup_epochs`` when set,
+    as mmcv-style recipes give it. ``interval='step'`` moves the lr every optimiser step. ``interval='epoch'``
     holds it for an epoch and follows the BBN/TDE convention of a scheduler stepped at the start of
     each epoch: epoch e (0-based) uses progress e + 1, so with 5 warm-up epochs from 1/3 the first
     epochs use 0.467, 0.6, ... of the base lr and milestone 120 applies from the 120th epoch on.
@@ -40,6 +41,7 @@ class SchedulerConfig:
 
     name: Literal["constant", "multistep", "cosine", "onecycle"] = "cosine"
     warmup_epochs: float = 0.0
+    warmup_steps: int = 0
     warmup_start_factor: float = 1.0 / 3.0
     milestones: list[float] = field(default_factory=list)
     gamma: float = 0.1
