@@ -5,6 +5,8 @@ from ltbench.data.cifar import CIFAR10LT, CIFAR100LT
 from ltbench.data.lists import ImageListLT, ImageNetLT, INat2018, PlacesLT
 
 from ltbench.data.digits import DigitsLT
+from ltbench.data.digits_ml import DigitsMLLT
+from ltbench.data.multilabel import COCOLT, VOCLT
 
 __all__ = [
     "LTDataModule",
@@ -15,4 +17,7 @@ __all__ = [
     "ImageNetLT",
     "PlacesLT",
     "INat2018",
+    "DigitsMLLT",
+    "COCOLT",
+    "VOCLT",
 ]
