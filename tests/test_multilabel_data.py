@@ -260,7 +260,7 @@ def test_coco_id_not_in_annotations(coco_root):
 
 # ---- items ----------------------------------------------------------------------------------------
 @pytest.mark.filterwarnings(UNKNOWN)
-@pytest.mark.parametrize("augment", ["cprfl", "flip", "none"])
+@pytest.mark.parametrize("augment", ["cprfl", "dbloss", "flip", "none"])
 def test_items_load(coco_root, augment):
     dm = COCOLT(root=str(coco_root), image_size=32, train_augment=augment, batch_size=2, pin_memory=False)
     dm.setup("fit")

@@ -44,7 +44,7 @@ from ltbench.errors import DataError
 LINE_FORMAT = "'<relative image path> <label> <label> ...' per line (0-indexed labels, none for an unlabelled image)"
 NAMES_FORMAT = "'<class name> <index>' per line (names may contain spaces)"
 Source = Literal["lists", "annotations"]
-Augment = Literal["cprfl", "flip", "none"]
+Augment = Literal["cprfl", "dbloss", "flip", "none"]
 
 COCO_NAMES = (
     "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat", "traffic light",
@@ -335,15 +335,16 @@ class MultiLabelLT(LTDataModule):
             train_list: train list file name or path, overriding the default.
             test_list: test list file name or path, overriding the default.
             id_file: training image id file for ``source="annotations"``, overriding the default.
-            train_augment: ``cprfl`` (Cutout + RandAugment), ``flip`` (horizontal flip) or ``none``.
+            train_augment: ``cprfl`` (Cutout + RandAugment), ``dbloss`` (DB-Loss's photometric
+                distortion + random crop of at least 0.8 of each side + flip), ``flip`` or ``none``.
             normalize: apply ImageNet mean/std on the device; False feeds x / 255 as CPRFL does.
             batch_size: 16 as in CPRFL.
         """
         super().__init__(batch_size=batch_size, **kwargs)
         if source not in ("lists", "annotations"):
             raise ValueError(f"unknown source {source!r}; expected 'lists' or 'annotations'")
-        if train_augment not in ("cprfl", "flip", "none"):
-            raise ValueError(f"unknown train_augment {train_augment!r}; expected 'cprfl', 'flip' or 'none'")
+        if train_augment not in ("cprfl", "dbloss", "flip", "none"):
+            raise ValueError(f"unknown train_augment {train_augment!r}; expected 'cprfl', 'dbloss', 'flip' or 'none'")
         self.root = root
         self.list_dir = list_dir if list_dir is not None else root
         self.image_size = image_size
@@ -436,6 +437,17 @@ class MultiLabelLT(LTDataModule):
     @cached_property
     def train_transform(self) -> v2.Compose:
         s = self.image_size
+        if self.train_augment == "dbloss":
+            # mmdet-style PhotoMetricDistortion (brightness +-32/255, contrast and saturation 0.5-1.5,
+            # hue +-18 of OpenCV's 180) and a crop of 0.8-1 of each side, resized without keeping
+            # the ratio, then a flip: DB-Loss's configs/{coco,voc}/LT_resnet50_pfc_DB.py. ColorJitter
+            # scales brightness where mmdet adds a delta: an approximation.
+            return v2.Compose([
+                v2.PILToTensor(),
+                v2.ColorJitter(brightness=32 / 255, contrast=(0.5, 1.5), saturation=(0.5, 1.5), hue=0.1),
+                v2.RandomResizedCrop((s, s), scale=(0.64, 1.0), ratio=(0.8, 1.25), antialias=True),
+                v2.RandomHorizontalFlip(),
+            ])
         steps: list[Any] = [v2.Resize((s, s), antialias=True), v2.PILToTensor()]
         if self.train_augment == "cprfl":
             steps += [Cutout(0.5), v2.RandAugment()]
@@ -444,6 +456,8 @@ class MultiLabelLT(LTDataModule):
         return v2.Compose(steps)
 
     def describe_train_transform(self) -> str:
+        if self.train_augment == "dbloss":
+            return f"ColorJitter(32/255, 0.5-1.5, 0.5-1.5, 0.1) + RandomResizedCrop({self.image_size}, scale 0.64-1, ratio 0.8-1.25) + RandomHorizontalFlip()"
         extra = {"cprfl": " + Cutout(0.5) + RandAugment()", "flip": " + RandomHorizontalFlip()", "none": ""}
         return f"Resize(({self.image_size}, {self.image_size})){extra[self.train_augment]}"
 

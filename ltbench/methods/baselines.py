@@ -153,13 +153,21 @@ class Focal(_MultiLabelBaseline):
 
 
 class DBFocal(_MultiLabelBaseline):
-    """Distribution-balanced loss with focal (Wu et al., ECCV'20); defaults are the COCO-LT settings."""
+    """Distribution-balanced loss with focal (Wu et al., ECCV'20); defaults are the COCO-LT settings.
 
-    def __init__(self, db: DBSettings = DBSettings(), **kwargs: Any) -> None:
+    Re-sampling is part of the method (its re-balanced weights correct class-aware sampling's
+    redundancy), so it trains with ``sampler`` (class-aware, as published) whatever the data says.
+    """
+
+    def __init__(self, db: DBSettings = DBSettings(), sampler: Optional[str] = "class_aware", **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.sampler = sampler
         self.db = DBSettings(**db) if isinstance(db, dict) else db
         self.hparams.db = asdict(self.db)
         self.register_buffer("class_freq", class_frequencies(self.train_class_counts), persistent=False)
 
     def training_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return db_focal_loss(logits, target, self.class_freq, self.num_train, self.db)
+
+    def stages(self) -> list[Stage]:
+        return [Stage("train", sampler=self.sampler)]
