@@ -7,7 +7,6 @@ the fixtures' own digests so verification stays switched on.
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 import shutil
 from pathlib import Path
@@ -19,50 +18,15 @@ import torch
 from ltbench.data import cifar
 from ltbench.data.cifar import CIFAR10LT, CIFAR100LT
 from ltbench.data.longtail import indices_sha256
+from ltbench.data.synthetic import write_fake_cifar
 from ltbench.errors import DataError
-
-
-def _dump(path: Path, obj: dict) -> None:
-    with open(path, "wb") as f:
-        pickle.dump(obj, f, protocol=4)
-
-
-def _split(rng: np.random.Generator, num_classes: int, per_class: int) -> tuple[np.ndarray, list[int]]:
-    labels = rng.permutation(np.repeat(np.arange(num_classes), per_class))
-    data = rng.integers(0, 256, size=(len(labels), 3072), dtype=np.uint8)
-    return data, labels.tolist()
-
-
-def _md5s(root: Path, folder: str) -> dict[str, str]:
-    return {f"{folder}/{p.name}": hashlib.md5(p.read_bytes()).hexdigest() for p in (root / folder).iterdir()}
 
 
 @pytest.fixture(scope="module")
 def cifar_root(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
     """Fake CIFAR-10 and CIFAR-100 under one root, and the MD5s of their files."""
     root = tmp_path_factory.mktemp("cifar")
-    rng = np.random.default_rng(0)
-
-    c10 = root / "cifar-10-batches-py"
-    c10.mkdir()
-    data, labels = _split(rng, 10, 5000)
-    for b in range(5):
-        sl = slice(b * 10000, (b + 1) * 10000)
-        _dump(c10 / f"data_batch_{b + 1}", {"batch_label": f"training batch {b + 1} of 5", "labels": labels[sl],
-                                            "data": data[sl], "filenames": [f"{i}.png" for i in range(10000)]})
-    data, labels = _split(rng, 10, 1000)
-    _dump(c10 / "test_batch", {"batch_label": "testing batch 1 of 1", "labels": labels, "data": data})
-    _dump(c10 / "batches.meta", {"label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
-                                                 "horse", "ship", "truck"], "num_cases_per_batch": 10000})
-
-    c100 = root / "cifar-100-python"
-    c100.mkdir()
-    for name, per_class in (("train", 500), ("test", 100)):
-        data, labels = _split(rng, 100, per_class)
-        _dump(c100 / name, {"fine_labels": labels, "coarse_labels": [x // 5 for x in labels], "data": data})
-    _dump(c100 / "meta", {"fine_label_names": [f"fine{i}" for i in range(100)],
-                          "coarse_label_names": [f"coarse{i}" for i in range(20)]})
-    return root, {**_md5s(root, "cifar-10-batches-py"), **_md5s(root, "cifar-100-python")}
+    return root, write_fake_cifar(root)
 
 
 @pytest.fixture

@@ -1,0 +1,56 @@
+"""Synthetic data in the real on-disk formats, for tests and for benchmarks of the full pipeline.
+
+Random pixels with the real layout and label counts: they exercise every line of the loaders and
+data pipeline, never a result. Their checksums are returned, since they are not the published ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+from pathlib import Path
+
+import numpy as np
+
+CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def _dump(path: Path, obj: dict) -> None:
+    with open(path, "wb") as f:
+        pickle.dump(obj, f, protocol=4)
+
+
+def _split(rng: np.random.Generator, num_classes: int, per_class: int) -> tuple[np.ndarray, list[int]]:
+    labels = rng.permutation(np.repeat(np.arange(num_classes), per_class))
+    data = rng.integers(0, 256, size=(len(labels), 3072), dtype=np.uint8)
+    return data, labels.tolist()
+
+
+def _md5s(root: Path, folder: str) -> dict[str, str]:
+    return {f"{folder}/{p.name}": hashlib.md5(p.read_bytes()).hexdigest() for p in sorted((root / folder).iterdir())}
+
+
+def write_fake_cifar(root: str | Path, seed: int = 0) -> dict[str, str]:
+    """torchvision's CIFAR-10 and CIFAR-100 python layouts under ``root``; returns the files' MD5s
+    keyed as ``ltbench.data.cifar.MD5S`` keys them."""
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    c10 = root / "cifar-10-batches-py"
+    c10.mkdir(parents=True, exist_ok=True)
+    data, labels = _split(rng, 10, 5000)
+    for b in range(5):
+        sl = slice(b * 10000, (b + 1) * 10000)
+        _dump(c10 / f"data_batch_{b + 1}", {"batch_label": f"training batch {b + 1} of 5", "labels": labels[sl],
+                                            "data": data[sl], "filenames": [f"{i}.png" for i in range(10000)]})
+    data, labels = _split(rng, 10, 1000)
+    _dump(c10 / "test_batch", {"batch_label": "testing batch 1 of 1", "labels": labels, "data": data})
+    _dump(c10 / "batches.meta", {"label_names": CIFAR10_NAMES, "num_cases_per_batch": 10000})
+
+    c100 = root / "cifar-100-python"
+    c100.mkdir(parents=True, exist_ok=True)
+    for name, per_class in (("train", 500), ("test", 100)):
+        data, labels = _split(rng, 100, per_class)
+        _dump(c100 / name, {"fine_labels": labels, "coarse_labels": [x // 5 for x in labels], "data": data})
+    _dump(c100 / "meta", {"fine_label_names": [f"fine{i}" for i in range(100)],
+                          "coarse_label_names": [f"coarse{i}" for i in range(20)]})
+    return {**_md5s(root, "cifar-10-batches-py"), **_md5s(root, "cifar-100-python")}
