@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Optional, Sequence
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from ltbench.data.images import open_rgb
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
@@ -139,18 +139,8 @@ class ImageListDataset(Dataset):
         return len(self.targets)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
-        rel = self.paths[index]
-        path = os.path.join(self.root, rel)
-        try:
-            with Image.open(path) as im:
-                img = im.convert("RGB")
-        except FileNotFoundError:
-            raise DataError(
-                f"image missing: {path} (entry {index + 1} of {self.list_path}); "
-                f"expected the {self.title} images under root={self.root}"
-            ) from None
-        except (UnidentifiedImageError, OSError) as e:
-            raise DataError(f"image unreadable: {path} (listed in {self.list_path}): {e}") from None
+        path = os.path.join(self.root, self.paths[index])
+        img = open_rgb(path, f"entry {index + 1} of {self.list_path}", f"the {self.title} images under root={self.root}")
         return self.transform(img), int(self.targets[index]), index
 
 

@@ -25,7 +25,7 @@ from typing import Any, ClassVar, Literal, Optional, Sequence
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from ltbench.data.images import open_rgb
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
@@ -263,16 +263,7 @@ class MultiLabelImageDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
         path = os.path.join(self.root, self.paths[index])
-        try:
-            with Image.open(path) as im:
-                img = im.convert("RGB")
-        except FileNotFoundError:
-            raise DataError(
-                f"image missing: {path} (entry {index + 1} of {self.origin}); "
-                f"expected {self.layout} at root={self.root}"
-            ) from None
-        except (UnidentifiedImageError, OSError) as e:
-            raise DataError(f"image unreadable: {path} (entry {index + 1} of {self.origin}): {e}") from None
+        img = open_rgb(path, f"entry {index + 1} of {self.origin}", f"{self.layout} at root={self.root}")
         return self.transform(img), self.targets[index].float(), index
 
 
