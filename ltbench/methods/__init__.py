@@ -13,6 +13,8 @@ from ltbench.methods.baselines import (
     LogitAdjustment,
 )
 from ltbench.methods.stages import Stage
+from ltbench.methods.tde import TDE
 
 __all__ = ["LTMethod", "Stage", "CrossEntropy", "LogitAdjustment", "BalancedSoftmax", "CosineClassifier", "CRT"]
 __all__ += ["BCE", "ASL", "Focal", "DBFocal"]
+__all__ += ["TDE"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -28,3 +30,80 @@ class CosineHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.scale * F.linear(F.normalize(x, dim=-1), F.normalize(self.weight, dim=-1))
+
+
+Norm = Literal["causal", "cosine", "capsule"]
+
+
+def at_least_fp32(t: torch.Tensor) -> torch.Tensor:
+    """float32 for half-precision tensors; float32 and float64 pass unchanged."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
+class CausalNormHead(nn.Module):
+    """Multi-head normalised linear classifier without bias: TDE's de-confounded ("causal-norm") head.
+
+    Features and class weights are split into ``num_heads`` contiguous channel chunks. Per chunk the
+    feature is normalised and each class weight divided by ``||w|| + gamma``; the chunks' dot products
+    are summed at scale ``tau / num_heads``, so every logit lies strictly inside (-tau, tau). The
+    normalisation stands in for the backdoor adjustment over the momentum (Tang et al., NeurIPS'20).
+
+    ``norm`` selects the paper's ablation classifiers with the same multi-head split: ``causal``
+    (x / ||x||, w / (||w|| + gamma)), ``cosine`` (x / ||x||, w / ||w||) and ``capsule``
+    (x / (1 + ||x||), the capsule squash ||x|| / (1 + ||x||) * x / ||x||, and w / ||w||); ``gamma``
+    applies to ``causal`` only. The computation runs in float32 even under autocast: the logits are
+    differences of bounded cosines, which bf16 would round at about 0.06 on the 16 scale.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        num_classes: int,
+        num_heads: int = 2,
+        tau: float = 16.0,
+        gamma: float = 1.0 / 32.0,
+        norm: Norm = "causal",
+    ) -> None:
+        super().__init__()
+        if num_heads < 1 or in_features % num_heads:
+            raise ValueError(f"num_heads={num_heads} must divide the feature size {in_features}")
+        if norm not in ("causal", "cosine", "capsule"):
+            raise ValueError(f"norm={norm!r}; expected 'causal', 'cosine' or 'capsule'")
+        self.in_features, self.num_classes = in_features, num_classes
+        self.num_heads, self.tau, self.gamma, self.norm = num_heads, float(tau), float(gamma), norm
+        self.weight = nn.Parameter(torch.empty(num_classes, in_features))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        bound = self.in_features**-0.5
+        nn.init.uniform_(self.weight, -bound, bound)
+
+    def split(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., F) -> (..., K, F / K): the per-head channel chunks."""
+        return x.unflatten(-1, (self.num_heads, self.in_features // self.num_heads))
+
+    def normalized_input(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-head normalised features, (B, K, F / K)."""
+        chunks = self.split(at_least_fp32(x))
+        if self.norm == "capsule":
+            return chunks / (1.0 + chunks.norm(dim=-1, keepdim=True))
+        return F.normalize(chunks, dim=-1)
+
+    def normalized_weight(self) -> torch.Tensor:
+        """Per-head normalised class weights, (C, K, F / K)."""
+        chunks = self.split(at_least_fp32(self.weight))
+        gamma = self.gamma if self.norm == "causal" else 0.0
+        return chunks / (chunks.norm(dim=-1, keepdim=True) + gamma).clamp_min(1e-12)
+
+    def logits(self, normalized: torch.Tensor) -> torch.Tensor:
+        """Sum over heads of the scaled dot products of (B, K, F / K) normalised features."""
+        with torch.autocast(normalized.device.type, enabled=False):
+            w = self.normalized_weight().flatten(-2)
+            return F.linear(at_least_fp32(normalized).flatten(-2), w) * (self.tau / self.num_heads)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            return self.logits(self.normalized_input(x))
+
+    def extra_repr(self) -> str:
+        return f"{self.in_features}, {self.num_classes}, num_heads={self.num_heads}, tau={self.tau}, gamma={self.gamma}, norm={self.norm}"
