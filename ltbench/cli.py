@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
+import torch
 import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
@@ -54,17 +55,39 @@ class LTBenchCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs: Any):
         cfg = self._sub()
         trainer_cfg = cfg["trainer"]
-        if trainer_cfg.get("logger") in (None, True):
-            name = cfg.get("name") or f"{self.model.__class__.__name__}-{self.datamodule.__class__.__name__}"
-            version = cfg.get("version") or f"seed{cfg.get('seed_everything')}"
+        user_logger = trainer_cfg.get("logger")
+        if user_logger is False:
+            return super().instantiate_trainer(**kwargs)
+        name = cfg.get("name") or f"{self.model.__class__.__name__}-{self.datamodule.__class__.__name__}"
+        version = cfg.get("version") or f"seed{cfg.get('seed_everything')}"
+        if user_logger in (None, True):
             trainer_cfg["logger"] = False
-            trainer = super().instantiate_trainer(**kwargs)
-            trainer.loggers = [CSVLogger(save_dir=cfg.get("run_dir") or "runs", name=name, version=version)]
-            for cb in trainer.checkpoint_callbacks:
-                if cb.dirpath is None:
-                    cb.dirpath = str(Path(trainer.loggers[0].log_dir) / "checkpoints")
-            return trainer
-        return super().instantiate_trainer(**kwargs)
+        trainer = super().instantiate_trainer(**kwargs)
+        # The run's own CSV log comes first whatever loggers the config adds (a WandbLogger piece), so
+        # trainer.log_dir, where config.yaml and record.json go, is always <run_dir>/<name>/<version>:
+        # never a logger's shared save_dir, where a second run would overwrite the first's files.
+        added = [] if user_logger in (None, True) else list(trainer.loggers)
+        trainer.loggers = [CSVLogger(save_dir=cfg.get("run_dir") or "runs", name=name, version=version), *added]
+        for cb in trainer.checkpoint_callbacks:
+            if cb.dirpath is None:
+                cb.dirpath = str(Path(trainer.loggers[0].log_dir) / "checkpoints")
+        return trainer
+
+    def _parse_ckpt_path(self) -> None:
+        """The config and the command line decide the model; a checkpoint only gives its weights.
+
+        Lightning re-applies a checkpoint's saved hyper-parameters over the parsed config, which
+        silently drops overrides such as ``test --ckpt_path X --model.init_args.tau 2``. Here only
+        the method class is checked against the checkpoint's.
+        """
+        sub = self.config.get("subcommand")
+        ckpt_path = self.config[sub].get("ckpt_path") if sub else None
+        if not ckpt_path or not Path(ckpt_path).is_file():
+            return
+        saved = torch.load(ckpt_path, weights_only=True, map_location="cpu").get("hyper_parameters", {}).get("_class_path")
+        wanted = self.config[sub]["model"].get("class_path")
+        if saved and wanted and saved != wanted:
+            raise LTBenchError(f"checkpoint {ckpt_path} was trained by {saved}, but the config's model is {wanted}")
 
     def _resolved_config(self) -> dict[str, Any]:
         parser = self._parser(self.subcommand)

@@ -144,3 +144,18 @@ def test_validate_and_predict_subcommands(tmp_path):
     scores = torch.cat([b["scores"] for b in batches])
     assert index.tolist() == list(range(500)) and scores.shape == (500, 10)
     assert torch.allclose(scores.sum(1), torch.ones(500), atol=1e-5)
+
+
+def test_test_time_overrides_win_over_checkpoint_hyperparameters(tmp_path):
+    """`ltbench test --ckpt_path X --model.init_args.tau V` evaluates with V (post-hoc LA needs no retraining)."""
+    la = str(REPO / "configs" / "la_digits_lt.yaml")
+    trained = run(["fit", "--config", la, "--run_dir", str(tmp_path), *QUIET, "--trainer.max_epochs", "2", "--test_after_fit", "false"])
+    ckpt = str(Path(trained.trainer.log_dir) / "checkpoints" / "last.ckpt")
+    common = ["test", "--config", la, "--ckpt_path", ckpt, "--run_dir", str(tmp_path), *QUIET]
+    plain = run([*common, "--version", "tau0", "--model.init_args.tau", "0"])
+    adjusted = run([*common, "--version", "tau2", "--model.init_args.tau", "2"])
+    assert plain.model.tau == 0 and adjusted.model.tau == 2
+    assert _record(plain)["metrics"] != _record(adjusted)["metrics"]
+    assert _record(adjusted)["config"]["model"]["init_args"]["tau"] == 2
+    with pytest.raises(SystemExit):
+        main([*common, "--version", "wrong", "--model", "ltbench.methods.CosineClassifier", "--model.init_args.backbone", "tiny_cnn"])
