@@ -24,11 +24,6 @@ from torchmetrics import MeanMetric
 from ltbench.methods.base import LTMethod
 from ltbench.models.heads import CausalNormHead, Norm, at_least_fp32
 
-#: Kept out of the checkpoint's hyper-parameters: LightningCLI re-applies a checkpoint's hyper-parameters
-#: over the command line, which would silently undo ``ltbench test --ckpt_path ... --model.init_args.alpha 2``.
-#: They stay in the run record (protocol ``tde_alpha``, ``inference``, and the resolved config).
-INFERENCE_ONLY = ("alpha", "tde")
-
 #: the official code's mu rule: mu = 1 - (1 - mu0) * min(MU_LR_SCALE * lr, 1), set at each epoch start
 MU_LR_SCALE = 50.0
 
@@ -82,8 +77,6 @@ class TDE(LTMethod):
         if mu_schedule not in ("fixed", "lr"):
             raise ValueError(f"mu_schedule={mu_schedule!r}; expected 'fixed' or 'lr'")
         self.alpha, self.tde = float(alpha), tde
-        for key in INFERENCE_ONLY:
-            self.hparams.pop(key, None)
         self.mu0, self.mu_schedule = float(mu), mu_schedule
         self.mu = self.mu0
         self.head = CausalNormHead(self.backbone.num_features, self.num_classes, num_heads, tau, gamma, norm)
@@ -146,4 +139,4 @@ class TDE(LTMethod):
         }
 
 
-__all__ = ["TDE", "counterfactual_logits", "MU_LR_SCALE", "INFERENCE_ONLY"]
+__all__ = ["TDE", "counterfactual_logits", "MU_LR_SCALE"]
