@@ -14,7 +14,9 @@ from ltbench.methods.baselines import (
 )
 from ltbench.methods.stages import Stage
 from ltbench.methods.tde import TDE
+from ltbench.methods.cprfl import CPRFL
 
 __all__ = ["LTMethod", "Stage", "CrossEntropy", "LogitAdjustment", "BalancedSoftmax", "CosineClassifier", "CRT"]
 __all__ += ["BCE", "ASL", "Focal", "DBFocal"]
 __all__ += ["TDE"]
+__all__ += ["CPRFL"]
