@@ -13,7 +13,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, ClassVar, Optional, Sequence
+from typing import Any, Callable, ClassVar, Optional, Sequence
 
 import numpy as np
 import torch
@@ -58,22 +58,31 @@ def _nonblank_line_numbers(lines: Sequence[str]) -> list[int]:
     return [i + 1 for i, ln in enumerate(lines) if ln.strip()]
 
 
+def split_rows(
+    text: str, path: str, split: Callable[[str], list[str]], line_format: str, source: str = ""
+) -> tuple[list[list[str]], Callable[[int, str], DataError]]:
+    """The non-blank lines of a list file split into fields, and ``fail(k, why)``: the error for row k,
+    naming its file and line number (worked out only then). An empty file is an error."""
+    lines = text.splitlines()
+    rows = [split(ln) for ln in lines if ln and not ln.isspace()]
+    where = f" ({source})" if source else ""
+
+    def fail(k: int, why: str) -> DataError:
+        lineno = _nonblank_line_numbers(lines)[k]
+        return DataError(f"{path}:{lineno}: {why} in {lines[lineno - 1]!r}; expected {line_format}{where}")
+
+    if not rows:
+        raise DataError(f"{path}: list file is empty; expected {line_format}{where}")
+    return rows, fail
+
+
 def parse_list(text: str, path: str, num_classes: Optional[int] = None, source: str = "") -> tuple[list[str], np.ndarray]:
     """Paths and int64 labels of a list file's text; blank lines are skipped.
 
     The fast path is list comprehensions over ``str.rsplit``; line numbers are only worked out
     when something is wrong, to name the offending line.
     """
-    lines = text.splitlines()
-    rows = [ln.rsplit(None, 1) for ln in lines if ln and not ln.isspace()]
-    where = f" ({source})" if source else ""
-
-    def fail(k: int, why: str) -> DataError:
-        lineno = _nonblank_line_numbers(lines)[k]
-        return DataError(f"{path}:{lineno}: {why} in {lines[lineno - 1]!r}; expected {LINE_FORMAT}{where}")
-
-    if not rows:
-        raise DataError(f"{path}: list file is empty; expected {LINE_FORMAT}{where}")
+    rows, fail = split_rows(text, path, lambda ln: ln.rsplit(None, 1), LINE_FORMAT, source)
     if any(len(r) != 2 for r in rows):
         raise fail(next(k for k, r in enumerate(rows) if len(r) != 2), "no label")
     try:

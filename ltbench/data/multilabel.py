@@ -37,6 +37,7 @@ from ltbench.data.lists import (
     PathTable,
     _is_int,
     _nonblank_line_numbers,
+    split_rows,
     file_digests,
 )
 from ltbench.errors import DataError
@@ -73,16 +74,7 @@ def parse_multilabel_list(
     only a path is an image without labels, repeated labels count once. Line numbers are worked out
     only to name a bad line.
     """
-    lines = text.splitlines()
-    rows = [ln.split() for ln in lines if ln and not ln.isspace()]
-    where = f" ({source})" if source else ""
-
-    def fail(k: int, why: str) -> DataError:
-        lineno = _nonblank_line_numbers(lines)[k]
-        return DataError(f"{path}:{lineno}: {why} in {lines[lineno - 1]!r}; expected {LINE_FORMAT}{where}")
-
-    if not rows:
-        raise DataError(f"{path}: list file is empty; expected {LINE_FORMAT}{where}")
+    rows, fail = split_rows(text, path, str.split, LINE_FORMAT, source)
     lengths = np.fromiter((len(r) - 1 for r in rows), dtype=np.int64, count=len(rows))
     tokens = [t for r in rows for t in r[1:]]
     owner = np.repeat(np.arange(len(rows)), lengths)
