@@ -293,10 +293,6 @@ def main(argv: Optional[list[str]] = None) -> list[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    from ltbench.errors import LTBenchError
+    from ltbench.cli import exit_on_user_error
 
-    try:
-        main()
-    except LTBenchError as e:
-        print(f"speed: error: {e}", file=sys.stderr)
-        sys.exit(2)
+    exit_on_user_error(main, "speed")

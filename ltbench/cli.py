@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 import yaml
@@ -163,13 +163,18 @@ def main(args: Optional[list[str]] = None) -> None:
         from ltbench.leaderboard import main as leaderboard_main
 
         sys.exit(leaderboard_main(argv[1:]))
+    exit_on_user_error(lambda: run(args))
+
+
+def exit_on_user_error(fn: Callable[[], Any], prog: str = "ltbench") -> Any:
+    """Run ``fn``; a bad-input error anywhere in its chain ends as one line on stderr, exit status 2."""
     try:
-        run(args)
+        return fn()
     except Exception as e:
         message = user_error(e)
         if message is None:
             raise
-        print(f"ltbench: error: {message}", file=sys.stderr)
+        print(f"{prog}: error: {message}", file=sys.stderr)
         sys.exit(2)
 
 

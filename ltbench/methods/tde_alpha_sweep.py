@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 from pathlib import Path
 from typing import Any, Optional
 
@@ -86,13 +85,6 @@ def main(argv: Optional[list[str]] = None) -> list[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    from ltbench.cli import user_error
+    from ltbench.cli import exit_on_user_error
 
-    try:
-        main()
-    except Exception as e:
-        message = user_error(e)
-        if message is None:
-            raise
-        print(f"tde_alpha_sweep: error: {message}", file=sys.stderr)
-        sys.exit(2)
+    exit_on_user_error(main, "tde_alpha_sweep")
