@@ -174,18 +174,21 @@ class LTDataModule(L.LightningDataModule):
         return self.test_dataloader()
 
     # ---- on the device -------------------------------------------------------------------------
-    @cached_property
-    def _norm(self) -> tuple[torch.Tensor, torch.Tensor]:
-        c = self.in_chans
-        mean = torch.tensor(list(self.mean)[:c], dtype=torch.float32).view(1, c, 1, 1)
-        std = torch.tensor(list(self.std)[:c], dtype=torch.float32).view(1, c, 1, 1)
-        return mean, std
+    def _norm(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Channel mean/std on ``device``, made once per device rather than copied every batch."""
+        cache = self.__dict__.setdefault("_norm_cache", {})
+        if device not in cache:
+            c = self.in_chans
+            mean = torch.tensor(list(self.mean)[:c], dtype=torch.float32).view(1, c, 1, 1)
+            std = torch.tensor(list(self.std)[:c], dtype=torch.float32).view(1, c, 1, 1)
+            cache[device] = (mean.to(device), std.to(device))
+        return cache[device]
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """uint8 crosses to the device (4x less traffic) and is normalised there."""
         x, y, idx = batch
         if x.dtype == torch.uint8:
             x = x.float().div_(255.0)
-        mean, std = self._norm
-        x = (x - mean.to(x.device)) / std.to(x.device)
+        mean, std = self._norm(x.device)
+        x = (x - mean) / std
         return x, y, idx
