@@ -59,11 +59,13 @@ def test_same_seed_same_numbers(tmp_path):
     assert a["per_class"] != c["per_class"]
 
 
-def test_interrupted_multi_stage_run_resumes_to_the_same_result(tmp_path):
+@pytest.mark.parametrize("stop_epoch,stage", [(0, 0), (2, 1)], ids=["stop-in-stage-1", "stop-in-stage-2"])
+def test_interrupted_multi_stage_run_resumes_to_the_same_result(tmp_path, stop_epoch, stage):
+    """A stop at any epoch of any stage resumes bit-identically (the stage-2 re-init included)."""
     crt = ["--config", str(REPO / "configs" / "crt_digits_lt.yaml"), "--model.init_args.representation_epochs", "2", "--model.init_args.crt_epochs", "2", "--trainer.max_epochs", "4"]
     straight = run(["fit", *crt, "--run_dir", str(tmp_path / "s"), *QUIET])
-    stopped = run(["fit", *crt, "--run_dir", str(tmp_path / "r"), *QUIET, "--test_after_fit", "false", "--trainer.callbacks+=tests.helpers.StopAfterEpoch", "--trainer.callbacks.epoch", "2"])
-    assert stopped.trainer.current_epoch == 3 and stopped.model.entered_stage == 1  # stopped inside stage 2
+    stopped = run(["fit", *crt, "--run_dir", str(tmp_path / "r"), *QUIET, "--test_after_fit", "false", "--trainer.callbacks+=tests.helpers.StopAfterEpoch", "--trainer.callbacks.epoch", str(stop_epoch)])
+    assert stopped.trainer.current_epoch == stop_epoch + 1 and stopped.model.entered_stage == stage
     assert not (tmp_path / "r" / "CRT-DigitsLT" / "seed0" / "record.json").exists()
     resumed = run(["fit", *crt, "--run_dir", str(tmp_path / "r"), *QUIET, "--ckpt_path", "last"])
     for k, v in straight.model.state_dict().items():

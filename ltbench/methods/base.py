@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+import random
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Optional, Union
 
 import lightning as L
+import numpy as np
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_info
@@ -214,6 +216,7 @@ class LTMethod(L.LightningModule):
                 module.eval()
 
     def on_train_epoch_start(self) -> None:
+        _seed_epoch(self.current_epoch, self.global_rank)
         plan = self.plan
         if plan is None:
             return
@@ -330,6 +333,20 @@ class LTMethod(L.LightningModule):
 
 def _under(name: str, prefixes: tuple[str, ...]) -> bool:
     return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+def _seed_epoch(epoch: int, rank: int) -> None:
+    """Start every training epoch from random state derived from (seed, epoch, rank).
+
+    Stage re-initialisation, per-step random draws (dictionary tokens, Fourier partners, diffusion
+    noise) and loader worker seeds then depend only on where the run is, so a run resumed from any
+    epoch boundary continues bit-identically: the checkpoint need not hold the global random state.
+    """
+    seed = _global_seed() or 0
+    state = np.random.SeedSequence([seed, epoch, rank]).generate_state(2)
+    torch.manual_seed(int(state[0]) << 32 | int(state[1]))
+    np.random.seed(int(state[0]))
+    random.seed(int(state[1]))
 
 
 def _global_seed() -> Optional[int]:
