@@ -91,10 +91,11 @@ def test_missing_checkpoint_and_unknown_backbone_end_in_one_line(tmp_path, capsy
 
 
 def test_missing_dataset_names_the_expected_path(tmp_path, capsys):
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as e:
         main(["fit", "--config", str(REPO / "configs" / "ce_cifar10_lt.yaml"), "--data.init_args.root", str(tmp_path / "nowhere")])
+    assert e.value.code == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]
-    assert last.startswith("ltbench: error:") and str(tmp_path / "nowhere" / "cifar-10-batches-py") in last
+    assert last.startswith("ltbench: error: CIFAR-10 folder missing: expected " + str(tmp_path / "nowhere" / "cifar-10-batches-py"))
 
 
 def test_wrong_config_key_is_named(tmp_path, capsys):
@@ -148,7 +149,7 @@ def test_validate_and_predict_subcommands(tmp_path):
     assert torch.allclose(scores.sum(1), torch.ones(500), atol=1e-5)
 
 
-def test_test_time_overrides_win_over_checkpoint_hyperparameters(tmp_path):
+def test_test_time_overrides_win_over_checkpoint_hyperparameters(tmp_path, capsys):
     """`ltbench test --ckpt_path X --model.init_args.tau V` evaluates with V (post-hoc LA needs no retraining)."""
     la = str(REPO / "configs" / "la_digits_lt.yaml")
     trained = run(["fit", "--config", la, "--run_dir", str(tmp_path), *QUIET, "--trainer.max_epochs", "2", "--test_after_fit", "false"])
@@ -159,5 +160,9 @@ def test_test_time_overrides_win_over_checkpoint_hyperparameters(tmp_path):
     assert plain.model.tau == 0 and adjusted.model.tau == 2
     assert _record(plain)["metrics"] != _record(adjusted)["metrics"]
     assert _record(adjusted)["config"]["model"]["init_args"]["tau"] == 2
-    with pytest.raises(SystemExit):
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
         main([*common, "--version", "wrong", "--model", "ltbench.methods.CosineClassifier", "--model.init_args.backbone", "tiny_cnn"])
+    assert e.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last == f"ltbench: error: checkpoint {ckpt} was trained by ltbench.methods.LogitAdjustment, but the config's model is ltbench.methods.CosineClassifier"
