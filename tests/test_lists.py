@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import warnings
 from pathlib import Path
 
@@ -33,11 +32,9 @@ def _write_list(path: Path, rows) -> Path:
 
 def test_real_imagenet_lt_val_and_test(imagenet_lt_lists, tmp_path):
     dm = ImageNetLT(root=str(tmp_path), list_dir=str(imagenet_lt_lists))
-    start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         val, test = dm.read_list("val"), dm.read_list("test")
-    assert time.perf_counter() - start < 2.0
     assert dm.num_classes == 1000
     assert np.bincount(val.labels, minlength=1000).tolist() == [20] * 1000
     assert np.bincount(test.labels, minlength=1000).tolist() == [50] * 1000
@@ -71,15 +68,14 @@ def test_git_blob_id_verifies_a_list(tmp_path):
     assert lst.verified_as == "mine_train"
 
 
-def test_large_list_parses_fast(tmp_path):
+def test_large_list_counts_every_line(tmp_path):
+    """120,000 lines (its speed: benchmarks/loading.py, case list_120k)."""
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 1000, size=120_000)
     _write_list(tmp_path / "train.txt", ((f"train/n{y:08d}/n{y:08d}_{i}.JPEG", y) for i, y in enumerate(labels)))
     dm = ImageListLT(root=str(tmp_path))
-    start = time.perf_counter()
     with pytest.warns(UserWarning, match="train.txt matches no published"):
         counts = dm.train_class_counts
-    assert time.perf_counter() - start < 3.0
     assert counts == np.bincount(labels, minlength=1000).tolist()
     assert dm.num_classes == int(labels.max()) + 1
 
