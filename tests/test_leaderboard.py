@@ -178,3 +178,33 @@ def test_records_written_by_several_machines_merge(tmp_path):
     md = (tmp_path / "board" / "leaderboard.md").read_text()
     assert "| ce_digits_lt | ltbench | 2 |" in md and "| la_digits_lt | ltbench | 2 |" in md
     assert "more than one ltbench commit" in md and "Not yet recorded" not in md
+
+
+def test_staged_epochs_show_as_a_sum_and_the_footer_lists_versions_and_devices(tmp_path):
+    bench = tmp_path / "benchmarks"
+    bench.mkdir()
+    path = bench / "s.yaml"
+    path.write_text(json.dumps({"name": "s", "configs": [str(REPO / "configs" / f"{c}_digits_lt.yaml") for c in ("ce", "crt")], "seeds": [0, 1],
+                                "run_dir": str(tmp_path / "runs"), "output": str(tmp_path / "board")}))  # fmt: skip
+    suite = Suite.load(path)
+    for i, (entry, seed) in enumerate(suite.runs()):
+        rec = _record("DigitsLT", None, seed, 0.5, 0.2)
+        del rec["label"]
+        if entry.label == "crt_digits_lt":
+            rec["method"] = "CRT"
+            rec["protocol"].update(epochs=40, stages=[{"name": "representation", "epochs": 30}, {"name": "classifier", "epochs": 10}])
+        if i == 3:
+            rec["throughput"].update(devices=2, accelerator="cuda")
+            rec["versions"] = {"torch": "2.z", "lightning": "2.y"}
+        suite.record_path(entry, seed).parent.mkdir(parents=True)
+        suite.record_path(entry, seed).write_text(json.dumps(rec))
+    out = render_suite(suite)
+    md = out["md"].read_text()
+    crt_row = next(line for line in md.splitlines() if line.startswith("| crt_digits_lt |"))
+    ce_row = next(line for line in md.splitlines() if line.startswith("| ce_digits_lt |"))
+    assert "| 30+10 |" in crt_row and "| 3 |" in ce_row and "+" not in ce_row
+    assert ">30+10</td>" in out["html"].read_text()
+    footer = md[md.index("\n---\n") :]
+    assert "versions: torch 2.x, lightning 2.y (3); torch 2.z, lightning 2.y (1)" in footer
+    assert "devices per run: 1×cpu (3), 2×cuda (1)" in footer
+    assert "4 run records; ltbench commits: abcdef1234 (4)" in footer
