@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pytest
 
-from tests.helpers import REPO
+from tests.helpers import load_benchmark_script
 
 
 @pytest.fixture(scope="module")
 def loading():
-    spec = importlib.util.spec_from_file_location("ltbench_loading_benchmark", REPO / "benchmarks" / "loading.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark_script("loading")
 
 
 def test_rows_for_present_and_absent_files(loading, tmp_path, capsys):
