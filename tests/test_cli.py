@@ -50,9 +50,14 @@ def test_fit_then_test_writes_a_complete_record(tmp_path):
     assert not list(Path(cli.model.record_path).parent.glob(".*.tmp"))
 
 
-def test_same_seed_same_numbers(tmp_path):
+def test_same_seed_same_numbers_in_another_process(tmp_path):
     a = _record(_fit(tmp_path / "a", "--trainer.max_epochs", "3", "--seed_everything", "1"))
-    b = _record(_fit(tmp_path / "b", "--trainer.max_epochs", "3", "--seed_everything", "1"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "ltbench.cli", "fit", "--config", CE_DIGITS, "--run_dir", str(tmp_path / "b"), *QUIET, "--trainer.max_epochs", "3", "--seed_everything", "1"],
+        cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    b = json.loads((tmp_path / "b" / "CrossEntropy-DigitsLT" / "seed1" / "record.json").read_text())
     c = _record(_fit(tmp_path / "c", "--trainer.max_epochs", "3", "--seed_everything", "2"))
     assert a["metrics"] == b["metrics"] and a["per_class"] == b["per_class"]
     assert a["protocol"]["subset_sha256"] == c["protocol"]["subset_sha256"]  # the split is fixed by subset_seed
