@@ -10,6 +10,7 @@ distributed evaluation sampler pads in.
 from __future__ import annotations
 
 import os
+import warnings
 from functools import cached_property
 from typing import Any, ClassVar, Literal, Optional, Sequence
 
@@ -98,8 +99,20 @@ class LTDataModule(L.LightningDataModule):
     @cached_property
     def train_class_counts(self) -> list[int]:
         t = self.train_targets
-        counts = t.sum(0) if t.ndim == 2 else np.bincount(t, minlength=self.num_classes)
-        return [int(c) for c in counts]
+        counts = [int(c) for c in (t.sum(0) if t.ndim == 2 else np.bincount(t, minlength=self.num_classes))]
+        if empty := [self.class_names[i] for i, c in enumerate(counts) if c == 0]:
+            # e.g. labels shifted by one: such a class would silently count as "few" and score n/a
+            shown = ", ".join(empty[:10]) + (f" and {len(empty) - 10} more" if len(empty) > 10 else "")
+            warnings.warn(
+                f"{type(self).__name__}: {len(empty)} of {self.num_classes} classes have no training image ({shown}); "
+                "check the training labels",
+                stacklevel=2,
+            )
+        return counts
+
+    @property
+    def classes_without_training_images(self) -> list[str]:
+        return [self.class_names[i] for i, c in enumerate(self.train_class_counts) if c == 0]
 
     @property
     def groups(self) -> dict[str, np.ndarray]:
@@ -118,6 +131,7 @@ class LTDataModule(L.LightningDataModule):
             "group_sizes": {k: int(v.sum()) for k, v in groups.items()},
             "sampler": self.sampler,
             "epoch_samples": self.epoch_samples or self.num_train,
+            "classes_without_training_images": self.classes_without_training_images,
             **self.protocol_extras(),
         }
 
