@@ -492,6 +492,10 @@ def suite_records(suite: Suite) -> tuple[list[dict[str, Any]], list[str]]:
             warnings.warn(f"skipping run record {path}: {why}", stacklevel=2)
             missing.append(f"{entry.label} (protocol differs: {path})")
             continue
+        if r.get("partial_test"):
+            warnings.warn(f"skipping run record {path}: scored {r.get('num_test_samples')} of {r.get('test_split_size')} test images", stacklevel=2)
+            missing.append(f"{entry.label} (partial test, {r.get('num_test_samples')} of {r.get('test_split_size')} images: {path})")
+            continue
         r["label"], r["config_stem"] = entry.label, entry.stem
         records.append(r)
     return records, missing

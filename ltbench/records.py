@@ -7,7 +7,7 @@ import math
 import os
 import platform
 import subprocess
-import tempfile
+import secrets
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -57,7 +57,9 @@ def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
     """Write to a temporary file beside ``path`` and rename it over: readers never see half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # os.open with 0o666 lets the umask decide the mode, as for every other run file (mkstemp forces 0600)
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "w") as f:
             json.dump(jsonable(data), f, indent=2, sort_keys=False)

@@ -41,13 +41,24 @@ def test_fit_then_test_writes_a_complete_record(tmp_path):
     assert len(per_class) == 10 and rec["per_class"]["train_counts"][0] == 120
     assert m["acc_many"] == pytest.approx(per_class[0])
     assert m["acc_few"] == pytest.approx(sum(per_class[4:]) / 6)
-    assert rec["num_test_samples"] == 500
+    assert rec["num_test_samples"] == rec["test_split_size"] == 500 and rec["partial_test"] is False
     assert rec["throughput"]["train_images_per_s"] > 0
     assert rec["config"]["model"]["class_path"] == "ltbench.methods.CrossEntropy"
     assert rec["config"]["trainer"]["max_epochs"] == 6
     assert {"torch", "lightning", "ltbench"} <= set(rec["versions"])
     assert "commit" in rec["git"]
     assert not list(Path(cli.model.record_path).parent.glob(".*.tmp"))
+
+
+def test_limited_test_run_is_recorded_as_partial_and_records_honour_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        cli = _fit(tmp_path, "--trainer.max_epochs", "1", "--trainer.limit_test_batches", "2", "--data.init_args.eval_batch_size", "8")
+    finally:
+        os.umask(old)
+    rec = _record(cli)
+    assert (rec["num_test_samples"], rec["test_split_size"], rec["partial_test"]) == (16, 500, True)
+    assert Path(cli.model.record_path).stat().st_mode & 0o777 == 0o644
 
 
 def test_same_seed_same_numbers(tmp_path):

@@ -178,3 +178,14 @@ def test_records_written_by_several_machines_merge(tmp_path):
     md = (tmp_path / "board" / "leaderboard.md").read_text()
     assert "| ce_digits_lt | ltbench | 2 |" in md and "| la_digits_lt | ltbench | 2 |" in md
     assert "more than one ltbench commit" in md and "Not yet recorded" not in md
+
+
+def test_partial_test_runs_are_left_off_the_board(tmp_path):
+    suite = _suite(tmp_path)
+    _write_records(suite)
+    path = suite.record_path(*suite.runs()[1])
+    rec = json.loads(path.read_text()) | {"num_test_samples": 8, "test_split_size": 500, "partial_test": True}
+    path.write_text(json.dumps(rec))
+    with pytest.warns(UserWarning, match=r"skipping run record .*: scored 8 of 500 test images"):
+        records, missing = suite_records(suite)
+    assert len(records) == 2 and any("partial test, 8 of 500 images" in m for m in missing)

@@ -312,7 +312,10 @@ class LTMethod(L.LightningModule):
             "seed": proto.get("seed"),
             "protocol": proto,
             "metrics": {k: float(v) for k, v in result.items() if k != "num_samples"},
-            "num_test_samples": int(result.get("num_samples", -1)),
+            "num_test_samples": (scored := int(result.get("num_samples", -1))),
+            "test_split_size": (size := self._test_split_size()),
+            # a run limited with limit_test_batches scores part of the split: not comparable on a board
+            "partial_test": size is not None and scored < size,
             "per_class": {
                 "class_names": self.class_names,
                 "train_counts": self.train_class_counts,
@@ -329,6 +332,16 @@ class LTMethod(L.LightningModule):
         self.record_path = write_json_atomic(log_dir / "record.json", record)
         rank_zero_info(f"ltbench: run record written to {self.record_path}")
         return self.record_path
+
+
+    def _test_split_size(self) -> Optional[int]:
+        """Images in the evaluated test split (before any ``limit_test_batches``), None if unknown."""
+        loaders = self.trainer.test_dataloaders
+        loaders = loaders if isinstance(loaders, (list, tuple)) else [loaders]
+        try:
+            return sum(len(dl.dataset) for dl in loaders)
+        except (AttributeError, TypeError):
+            return None
 
 
 def _under(name: str, prefixes: tuple[str, ...]) -> bool:
