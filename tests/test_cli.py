@@ -89,6 +89,14 @@ def test_nan_loss_is_one_clear_error(tmp_path):
         _fit(tmp_path, "--model", "tests.helpers.NaNAfterSteps", "--model.init_args.backbone", "tiny_cnn", "--trainer.log_every_n_steps", "1")
 
 
+def test_no_checkpoint_is_saved_from_a_non_finite_state(tmp_path):
+    """The loss turns NaN in epoch 2 between logging steps: the epoch-end save is refused, last.ckpt stays finite."""
+    with pytest.raises(LTBenchError, match="non-finite weights or training loss at epoch 1.*no checkpoint saved"):
+        _fit(tmp_path, "--model", "tests.helpers.NaNAfterSteps", "--model.init_args.backbone", "tiny_cnn", "--model.init_args.nan_after", "7", "--trainer.log_every_n_steps", "100", "--trainer.max_epochs", "3")
+    ckpt = torch.load(tmp_path / "NaNAfterSteps-DigitsLT" / "seed0" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["epoch"] == 0 and all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
+
+
 def test_missing_checkpoint_and_unknown_backbone_end_in_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["test", "--config", CE_DIGITS, "--run_dir", str(tmp_path), *QUIET, "--ckpt_path", str(tmp_path / "missing.ckpt")])

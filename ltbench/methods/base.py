@@ -276,6 +276,14 @@ class LTMethod(L.LightningModule):
         self._stop_epoch_timer()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # raising here stops the save: last.ckpt keeps the last finite state, so --ckpt_path last resumes sanely
+        tensors = [t for t in (*self.parameters(), *self.buffers()) if t.is_floating_point()]
+        if bool(self._nonfinite) or (tensors and not bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())):
+            raise LTBenchError(
+                f"non-finite weights or training loss at epoch {self.current_epoch}, step {self.trainer.global_step} "
+                f"(method {type(self).__name__}); no checkpoint saved from this state, the last one is left as it was; "
+                "lower model.init_args.optimizer.lr or check the data"
+            )
         checkpoint["ltbench"] = {"entered_stage": self.entered_stage, "throughput": self.throughput}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
