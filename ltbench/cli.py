@@ -20,7 +20,8 @@ from lightning.pytorch.loggers import CSVLogger
 import ltbench.data  # noqa: F401  (registers data modules)
 import ltbench.methods  # noqa: F401  (registers methods)
 from ltbench.data.base import LTDataModule
-from ltbench.errors import LTBenchError
+from ltbench.checkpoints import check_fits, read_checkpoint
+from ltbench.errors import LTBenchError, one_line
 from ltbench.methods.base import LTMethod
 
 LINKS = {
@@ -84,7 +85,9 @@ class LTBenchCLI(LightningCLI):
         ckpt_path = self.config[sub].get("ckpt_path") if sub else None
         if not ckpt_path or not Path(ckpt_path).is_file():
             return
-        saved = torch.load(ckpt_path, weights_only=True, map_location="cpu").get("hyper_parameters", {}).get("_class_path")
+        ckpt = read_checkpoint(ckpt_path)
+        self._ckpt_state = (ckpt_path, ckpt["state_dict"])
+        saved = ckpt.get("hyper_parameters", {}).get("_class_path")
         wanted = self.config[sub]["model"].get("class_path")
         if saved and wanted and saved != wanted:
             raise LTBenchError(f"checkpoint {ckpt_path} was trained by {saved}, but the config's model is {wanted}")
@@ -94,6 +97,9 @@ class LTBenchCLI(LightningCLI):
         return yaml.safe_load(parser.dump(self._sub(), skip_none=False, skip_link_targets=False))
 
     def _attach_config(self) -> None:
+        if state := getattr(self, "_ckpt_state", None):
+            check_fits(self.model, state[1], state[0])
+            self._ckpt_state = None
         if isinstance(self.model, LTMethod):
             try:
                 self.model.run_config = self._resolved_config()
@@ -138,19 +144,8 @@ def build(args: list[str]) -> tuple[LTMethod, LTDataModule]:
 
 
 def user_error(exc: BaseException) -> Optional[str]:
-    """The one-line message of a bad-input error anywhere in ``exc``'s chain, else None.
-
-    jsonargparse wraps errors raised while instantiating classes, so the cause is looked for.
-    """
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, LTBenchError):
-            return str(exc)
-        if isinstance(exc, FileNotFoundError) and "heckpoint" in str(exc):
-            return f"{exc}; give an existing file, or 'last' to resume from this run's last.ckpt"
-        exc = exc.__cause__ or exc.__context__
-    return None
+    """The one-line message of a bad-input error anywhere in ``exc``'s chain, else None."""
+    return one_line(exc)
 
 
 def main(args: Optional[list[str]] = None) -> None:

@@ -10,3 +10,32 @@ class LTBenchError(Exception):
 
 class DataError(LTBenchError):
     """Missing, unreadable or malformed dataset files."""
+
+
+def _last_line(message: str) -> str:
+    """A DataLoader worker re-raises its error with the worker's whole traceback as the message;
+    the error's own text is the traceback's last line, after its ``module.Type: `` prefix."""
+    if "Original Traceback" not in message:
+        return message
+    last = message.strip().splitlines()[-1]
+    head, sep, rest = last.partition(": ")
+    return rest if sep and " " not in head else last
+
+
+def one_line(exc: BaseException) -> str | None:
+    """The one-line message of a bad-input error anywhere in ``exc``'s chain, else None.
+
+    jsonargparse wraps errors raised while instantiating classes, so the cause is looked for. Some
+    foreign errors are bad input too: a missing checkpoint file, an accelerator the machine lacks.
+    """
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, LTBenchError):
+            return _last_line(str(exc))
+        if isinstance(exc, FileNotFoundError) and "heckpoint" in str(exc):
+            return f"{exc}; give an existing file, or 'last' to resume from this run's last.ckpt"
+        if type(exc).__name__ == "MisconfigurationException" and any(w in str(exc).lower() for w in ("accelerator", "gpu", "cuda", "mps", "tpu")):
+            return f"trainer.accelerator: {str(exc).strip().splitlines()[0]}; on a machine without one pass --trainer.accelerator cpu"
+        exc = exc.__cause__ or exc.__context__
+    return None

@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ltbench.data.longtail import MULTI_LABEL_RULE, SINGLE_LABEL_RULE, ShotRule
 from ltbench.data.samplers import LTSampler, SamplerName
+from ltbench.errors import LTBenchError
 
 Task = Literal["multiclass", "multilabel"]
 Split = Literal["train", "val", "test"]
@@ -47,6 +48,10 @@ class LTDataModule(L.LightningDataModule):
         class_aware_samples: int = 1,
     ) -> None:
         super().__init__()
+        for key, value, least in (("batch_size", batch_size, 1), ("eval_batch_size", eval_batch_size, 1), ("num_workers", num_workers, 0),
+                                  ("epoch_samples", epoch_samples, 1), ("class_aware_samples", class_aware_samples, 1)):  # fmt: skip
+            if value is not None and not (isinstance(value, int) and value >= least):
+                raise LTBenchError(f"data.init_args.{key}: expected an integer >= {least}, got {value!r}")
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers

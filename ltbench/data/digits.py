@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ltbench.data.base import LTDataModule, Split
-from ltbench.data.longtail import imbalance_profile, indices_sha256, ldam_subsample
+from ltbench.data.longtail import check_imb_ratio, imbalance_profile, indices_sha256, ldam_subsample
 
 
 class TensorItems(Dataset):
@@ -50,7 +50,7 @@ class DigitsLT(LTDataModule):
         **kwargs: Any,
     ) -> None:
         super().__init__(batch_size=batch_size, **kwargs)
-        self.imb_ratio = imb_ratio
+        self.imb_ratio = check_imb_ratio(imb_ratio)
         self.imb_profile = imb_profile
         self.n_max = n_max
         self.test_per_class = test_per_class

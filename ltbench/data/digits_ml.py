@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 
 from ltbench.data.base import LTDataModule, Split
 from ltbench.data.digits import TensorItems
-from ltbench.data.longtail import imbalance_profile
+from ltbench.data.longtail import check_imb_ratio, imbalance_profile
 
 NUM_DIGITS = 10
 CELL = 8
@@ -109,7 +109,7 @@ class DigitsMLLT(LTDataModule):
             subset_seed: the training label sets and which digit images fill them.
         """
         super().__init__(batch_size=batch_size, **kwargs)
-        self.imb_ratio = imb_ratio
+        self.imb_ratio = check_imb_ratio(imb_ratio)
         self.imb_profile = imb_profile
         self.n_max = n_max
         self.train_images = train_images

@@ -12,6 +12,7 @@ Only the text tower is kept; the image tower that open_clip builds alongside is 
 from __future__ import annotations
 
 import difflib
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, Union
 
@@ -22,6 +23,7 @@ from open_clip.model import convert_to_custom_text_state_dict
 from torch import nn
 
 from ltbench.errors import LTBenchError
+from ltbench.network import fetching
 
 CONFIG_DIR = Path(__file__).resolve().parent / "clip_configs"
 TINY_TEXT = "ltbench-tiny-text"
@@ -71,17 +73,11 @@ def build_text_tower(
                 )
     if quick_gelu is None:
         quick_gelu = bool(tag and open_clip.get_pretrained_cfg(model_name, tag).get("quick_gelu", False))
-    try:
+    what = f"open_clip weights {tag!r} of {model_name!r}"
+    with fetching("model.init_args.text_pretrained", what, "give the path of a local checkpoint file as model.init_args.text_pretrained instead") if tag else nullcontext():
         clip = open_clip.create_model(
             model_name, pretrained=tag, force_custom_text=True, force_quick_gelu=bool(quick_gelu), pretrained_text=False
         )
-    except RuntimeError as e:
-        if tag is None:
-            raise
-        raise LTBenchError(
-            f"CLIP text tower {model_name!r}: cannot get pretrained weights {tag!r} ({e}); "
-            "without internet, give the path of a local checkpoint file as the pretrained value"
-        ) from e
     text = clip.text
     if path is not None:
         load_text_weights(text, path, model_name)
