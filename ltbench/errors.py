@@ -1,4 +1,12 @@
-"""One exception type for user-facing input errors, so the CLI can print one clear line."""
+"""One exception type for user-facing input errors, and how such an error reaches the user: one line.
+
+Kept free of heavy imports: every layer raises these, and entry points report them.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Callable, Optional
 
 
 class LTBenchError(Exception):
@@ -22,7 +30,7 @@ def _last_line(message: str) -> str:
     return rest if sep and " " not in head else last
 
 
-def one_line(exc: BaseException) -> str | None:
+def user_error(exc: BaseException) -> Optional[str]:
     """The one-line message of a bad-input error anywhere in ``exc``'s chain, else None.
 
     jsonargparse wraps errors raised while instantiating classes, so the cause is looked for. Some
@@ -39,3 +47,15 @@ def one_line(exc: BaseException) -> str | None:
             return f"trainer.accelerator: {str(exc).strip().splitlines()[0]}; on a machine without one pass --trainer.accelerator cpu"
         exc = exc.__cause__ or exc.__context__
     return None
+
+
+def exit_on_user_error(fn: Callable[[], Any], prog: str = "ltbench") -> Any:
+    """Run ``fn``; a bad-input error anywhere in its chain ends as one line on stderr, exit status 2."""
+    try:
+        return fn()
+    except Exception as e:
+        message = user_error(e)
+        if message is None:
+            raise
+        print(f"{prog}: error: {message}", file=sys.stderr)
+        sys.exit(2)

@@ -406,7 +406,7 @@ def _subset(small: Any, big: Any) -> bool:
 
 def resolved_config(args: list[str]) -> dict[str, Any]:
     """The config ``ltbench fit`` would run with, parsed but not instantiated."""
-    from ltbench.cli import run
+    from ltbench.runner import run
 
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
@@ -478,7 +478,8 @@ def run_suite(
     """Run every missing (entry, seed) of this runner's share in-process; (entry, seed, error or None) per run."""
     from tqdm.auto import tqdm
 
-    from ltbench.cli import run, user_error
+    from ltbench.errors import user_error
+    from ltbench.runner import run
 
     # W&B pieces in a suite (or sweep commands) log locally unless the user asks for online
     os.environ.setdefault("WANDB_MODE", "offline")

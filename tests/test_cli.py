@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from ltbench.cli import main, run, user_error
+from ltbench.cli import main
+from ltbench.errors import user_error
+from ltbench.runner import run
 from ltbench.errors import LTBenchError
 from tests.helpers import CE_DIGITS, REPO
 

@@ -24,3 +24,18 @@ def test_digits_items_and_device_normalisation():
     xb, yb, ib = dm.on_after_batch_transfer(batch, 0)
     assert xb.min() >= -1 and xb.max() <= 1 and ib.tolist() == list(range(16))
     assert dm.num_classes == 10 and dm.in_chans == 1 and dm.task == "multiclass"
+
+
+def test_digits_arrays_equal_scikit_learns_load_digits():
+    """The CSV read without importing sklearn.datasets gives exactly load_digits' numbers."""
+    from sklearn.datasets import load_digits
+
+    from ltbench.data.digits import load_digits_arrays
+
+    images, targets = load_digits_arrays()
+    reference = load_digits()
+    assert images.shape == (1797, 8, 8) and targets.dtype == np.int64
+    np.testing.assert_array_equal(images, reference.images)
+    np.testing.assert_array_equal(targets, reference.target)
+    images[0, 0, 0] = -1  # a caller's copy: the next call is unaffected
+    assert load_digits_arrays()[0][0, 0, 0] == reference.images[0, 0, 0]

@@ -165,7 +165,7 @@ def test_render_suite_merges_records_lists_missing_runs_and_checks_the_protocol(
 
 def test_records_written_by_several_machines_merge(tmp_path):
     """One runner per shard writes into a shared run_dir; --render-only renders them all."""
-    from ltbench.leaderboard import main
+    from ltbench.commands.leaderboard import main
 
     suite = _suite(tmp_path)
     for entry, seed in suite.runs():  # as if two machines each wrote half

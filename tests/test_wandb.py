@@ -7,7 +7,7 @@ import pytest
 import yaml
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 
-from ltbench.cli import run
+from ltbench.runner import run
 from ltbench.suite import resolved_config
 from tests.helpers import CE_DIGITS, REPO
 

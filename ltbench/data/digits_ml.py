@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ltbench.data.base import LTDataModule, Split
-from ltbench.data.digits import TensorItems
+from ltbench.data.digits import TensorItems, load_digits_arrays
 from ltbench.data.longtail import check_imb_ratio, imbalance_profile
 
 NUM_DIGITS = 10
@@ -127,11 +127,8 @@ class DigitsMLLT(LTDataModule):
 
     @cached_property
     def _splits(self) -> dict[str, Any]:
-        from sklearn.datasets import load_digits
-
-        digits = load_digits()
-        images = np.rint(digits.images * (255.0 / 16.0)).astype(np.uint8)
-        targets = digits.target
+        raw, targets = load_digits_arrays()
+        images = np.rint(raw * (255.0 / 16.0)).astype(np.uint8)
         rng = np.random.default_rng([self.split_seed, 0])
         train_pools, test_pools = [], []
         for c in range(NUM_DIGITS):
