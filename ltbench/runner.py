@@ -10,6 +10,8 @@ channels) are linked into the model at instantiation and never repeated in a con
 
 from __future__ import annotations
 
+import hashlib
+import json
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -17,6 +19,7 @@ from typing import Any, Optional
 import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
+from jsonargparse import Namespace
 from lightning.pytorch.loggers import CSVLogger
 
 import ltbench.data  # noqa: F401  (registers data modules)
@@ -25,6 +28,7 @@ from ltbench.checkpoints import check_fits, read_checkpoint
 from ltbench.data.base import LTDataModule
 from ltbench.errors import LTBenchError
 from ltbench.methods.base import LTMethod
+from ltbench.rundirs import default_name
 
 LINKS = {
     "task": "task",
@@ -65,26 +69,76 @@ class LTBenchCLI(LightningCLI):
     def _sub(self) -> Any:
         return self.config[self.subcommand] if self.subcommand else self.config
 
+    def _run_location(self) -> Path:
+        """``<run_dir>/<name>/<version>``, from the config alone (the same before and after instantiation).
+
+        ``test``/``validate``/``predict`` of a checkpoint in a directory that holds a training run
+        (its ``checkpoints/``) write into a folder of their own inside it, named from the checkpoint
+        and the config, so the training run's record and config are never replaced.
+        """
+        cfg = self._sub()
+        configs = [str(c) for c in (cfg.get("config") or [])]
+        name = cfg.get("name") or default_name(cfg["model"]["class_path"], cfg["data"]["class_path"], configs)
+        where = Path(cfg.get("run_dir") or "runs") / name / (cfg.get("version") or f"seed{cfg.get('seed_everything')}")
+        if self.subcommand in (None, "fit") or not (where / "checkpoints").is_dir():
+            return where
+        try:
+            resolved = yaml.safe_load(self._parser(self.subcommand).dump(cfg, skip_none=False))
+        except Exception:  # noqa: BLE001 - any stable text of the config will do for the folder's name
+            resolved = str(cfg)
+        digest = hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()[:8]
+        return where / f"{self.subcommand}-{Path(str(cfg.get('ckpt_path') or 'none')).stem}-{digest}"
+
+    def before_instantiate_classes(self) -> None:
+        """A W&B logger without a ``save_dir`` keeps its files in the run directory, named after the run."""
+        loggers = self._sub()["trainer"].get("logger")
+        where = self._run_location()
+        for lg in loggers if isinstance(loggers, list) else [loggers]:
+            if isinstance(lg, Namespace) and str(lg.get("class_path", "")).endswith("WandbLogger"):
+                if lg.get("init_args.save_dir") is None:
+                    lg["init_args.save_dir"] = str(where)
+                if lg.get("init_args.name") is None:
+                    lg["init_args.name"] = f"{where.parent.name}/{where.name}"
+
     def instantiate_trainer(self, **kwargs: Any):
         cfg = self._sub()
         trainer_cfg = cfg["trainer"]
         user_logger = trainer_cfg.get("logger")
-        if user_logger is False:
-            return super().instantiate_trainer(**kwargs)
-        name = cfg.get("name") or f"{self.model.__class__.__name__}-{self.datamodule.__class__.__name__}"
-        version = cfg.get("version") or f"seed{cfg.get('seed_everything')}"
+        where = self._run_location()
+        if user_logger is False:  # no logs, but the config, checkpoints and record still go to the run directory
+            return super().instantiate_trainer(**kwargs, default_root_dir=str(where))
         if user_logger in (None, True):
             trainer_cfg["logger"] = False
         trainer = super().instantiate_trainer(**kwargs)
         # The run's own CSV log comes first whatever loggers the config adds (a WandbLogger piece), so
-        # trainer.log_dir, where config.yaml and record.json go, is always <run_dir>/<name>/<version>:
-        # never a logger's shared save_dir, where a second run would overwrite the first's files.
+        # trainer.log_dir, where config.yaml and record.json go, is always the run directory: never a
+        # logger's shared save_dir, where a second run would overwrite the first's files.
         added = [] if user_logger in (None, True) else list(trainer.loggers)
-        trainer.loggers = [CSVLogger(save_dir=cfg.get("run_dir") or "runs", name=name, version=version), *added]
+        trainer.loggers = [CSVLogger(save_dir=where.parent.parent, name=where.parent.name, version=where.name), *added]
         for cb in trainer.checkpoint_callbacks:
             if cb.dirpath is None:
-                cb.dirpath = str(Path(trainer.loggers[0].log_dir) / "checkpoints")
+                cb.dirpath = str(where / "checkpoints")
         return trainer
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        try:
+            super()._run_subcommand(subcommand)
+        except BaseException:
+            self._finish_wandb(exit_code=1)
+            raise
+        self._finish_wandb(exit_code=0)
+
+    def _finish_wandb(self, exit_code: int) -> None:
+        """End a W&B run this CLI started, so its files are complete and an offline one can be synced."""
+        trainer = getattr(self, "trainer", None)
+        for lg in trainer.loggers if trainer is not None else []:
+            run = getattr(lg, "_experiment", None)
+            if type(lg).__name__ == "WandbLogger" and run is not None and hasattr(run, "finish"):
+                offline = getattr(getattr(run, "settings", None), "_offline", False)
+                path = getattr(run, "dir", None)
+                run.finish(exit_code=exit_code)
+                if offline and path and trainer.is_global_zero:
+                    print(f"ltbench: W&B run logged offline; upload it with `wandb sync {Path(path).parent}`", file=sys.stderr)
 
     def _parse_ckpt_path(self) -> None:
         """The config and the command line decide the model; a checkpoint only gives its weights.

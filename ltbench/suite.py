@@ -27,6 +27,7 @@ import numpy as np
 import yaml
 
 from ltbench.errors import LTBenchError
+from ltbench.rundirs import sweep_point_name
 
 RUNTIME_KEYS = ("run_dir", "name", "version", "test_after_fit", "checkpoint", "ckpt_path", "config", "optimizer", "lr_scheduler")
 #: LightningCLI warns when called in-process while sys.argv holds the suite command; that is intended here
@@ -226,23 +227,6 @@ def ltbench_args(spec: dict[str, Any], params: dict[str, Any]) -> tuple[str, lis
     raise LTBenchError(f"sweep command {spec.get('command')} has no ltbench subcommand (fit, test, ...)")
 
 
-def _short_names(names: list[str]) -> dict[str, str]:
-    """The shortest dotted suffix of each parameter name that no other name ends with."""
-    out = {}
-    for n in names:
-        parts = n.split(".")
-        for k in range(1, len(parts) + 1):
-            cand = ".".join(parts[-k:])
-            if not any(o != n and (o == cand or o.endswith("." + cand)) for o in names):
-                break
-        out[n] = cand
-    return out
-
-
-def _fmt_value(v: Any) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-
 # ---- suites ---------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Entry:
@@ -367,7 +351,6 @@ def _sweep_entries(path: Path, root: Path, count: Optional[int], seed: int) -> l
     if subcommand != "fit":
         raise LTBenchError(f"{path}: a suite runs `ltbench fit` sweeps; this one runs {subcommand}")
     points = expand_sweep(spec, count, seed)
-    short = _short_names(sorted(spec["parameters"]))
     out = []
     for params in points:
         _, args = ltbench_args(spec, params)
@@ -381,9 +364,8 @@ def _sweep_entries(path: Path, root: Path, count: Optional[int], seed: int) -> l
         i = rest.index("--config")
         del rest[i : i + 2]
         rest = [(str(root / a) if prev == "--config" and not Path(a).is_absolute() else a) for prev, a in zip([None, *rest], rest)]
-        varied = {k: v for k, v in params.items() if parameter_kind(k, spec["parameters"][k]) != "constant"}
-        label = base.stem + "".join(f",{short[k]}={_fmt_value(v)}" for k, v in sorted(varied.items()))
-        out.append(Entry(label=re.sub(r"[^\w.,=+-]", "_", label), config=base, args=tuple(rest), params=tuple(sorted(params.items()))))
+        # named as a `wandb agent` run of the point names itself (ltbench.rundirs), so both routes share directories
+        out.append(Entry(label=sweep_point_name(base.stem, params), config=base, args=tuple(rest), params=tuple(sorted(params.items()))))
     return out
 
 

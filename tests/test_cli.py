@@ -182,3 +182,42 @@ def test_test_time_overrides_win_over_checkpoint_hyperparameters(tmp_path):
     assert _record(adjusted)["config"]["model"]["init_args"]["tau"] == 2
     with pytest.raises(SystemExit):
         main([*common, "--version", "wrong", "--model", "ltbench.methods.CosineClassifier", "--model.init_args.backbone", "tiny_cnn"])
+
+
+def test_logger_false_still_writes_into_the_run_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cli = _fit(tmp_path / "runs", "--trainer.max_epochs", "1", "--trainer.logger", "false")
+    run_dir = tmp_path / "runs" / "CrossEntropy-DigitsLT" / "seed0"
+    assert Path(cli.model.record_path) == run_dir / "record.json"
+    assert (run_dir / "config.yaml").is_file() and (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]
+
+
+def test_testing_a_trained_run_writes_its_own_record_beside_the_training_one(tmp_path):
+    trained = _fit(tmp_path, "--trainer.max_epochs", "1")
+    run_dir = Path(trained.trainer.log_dir)
+    before = {f: (run_dir / f).read_bytes() for f in ("record.json", "config.yaml")}
+    test = ["test", "--config", CE_DIGITS, "--run_dir", str(tmp_path), *QUIET, "--ckpt_path", str(run_dir / "checkpoints" / "last.ckpt")]
+    a = run([*test, "--data.init_args.imb_ratio", "10"])
+    b = run(test)
+    assert {f: (run_dir / f).read_bytes() for f in before} == before  # the training run's files are untouched
+    paths = {Path(a.model.record_path), Path(b.model.record_path)}
+    assert len(paths) == 2 and all(p.parent.parent == run_dir and p.parent.name.startswith("test-last-") for p in paths)
+    assert _record(a)["protocol"]["imb_ratio"] == 10 and _record(a)["checkpoint"].endswith("last.ckpt")
+    assert (Path(a.model.record_path).parent / "config.yaml").is_file()
+    assert Path(run([*test, "--data.init_args.imb_ratio", "10"]).model.record_path) == Path(a.model.record_path)  # same test, same place
+
+
+def test_a_wandb_agent_point_gets_the_run_directory_a_suite_gives_it(tmp_path, monkeypatch):
+    """Under `wandb agent` (its env: sweep id, parameter file) a point is named from its parameters as in a suite."""
+    from ltbench.suite import Suite
+
+    params = tmp_path / "config-abc.yaml"
+    params.write_text("wandb_version: 1\n\nmodel.init_args.alpha:\n  value: 1.5\nmodel.init_args.optimizer.lr:\n  value: 0.05\n")
+    monkeypatch.setenv("WANDB_SWEEP_ID", "abc")
+    monkeypatch.setenv("WANDB_SWEEP_PARAM_PATH", str(params))
+    tde = str(REPO / "configs" / "tde_digits_lt.yaml")
+    cli = run(["--config", tde, "--model.init_args.alpha=1.5", "--model.init_args.optimizer.lr=0.05", "--run_dir", str(tmp_path)], run=False)
+    labels = [e.label for e in Suite.load(REPO / "benchmarks" / "sweep_tde_digits.yaml").entries]
+    assert Path(cli.trainer.log_dir) == tmp_path / "tde_digits_lt,alpha=1.5,lr=0.05" / "seed0"
+    assert "tde_digits_lt,alpha=1.5,lr=0.05" in labels and len(set(labels)) == 12

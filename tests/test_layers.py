@@ -22,7 +22,7 @@ LAYERS = [
     ["ltbench.runner"],
     ["ltbench.methods"],
     ["ltbench.data", "ltbench.models"],
-    ["ltbench.losses", "ltbench.metrics", "ltbench.records", "ltbench.references", "ltbench.errors", "ltbench.network", "ltbench.checkpoints", "ltbench"],
+    ["ltbench.losses", "ltbench.metrics", "ltbench.records", "ltbench.references", "ltbench.errors", "ltbench.network", "ltbench.checkpoints", "ltbench.rundirs", "ltbench"],
 ]
 
 
