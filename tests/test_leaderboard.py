@@ -178,3 +178,12 @@ def test_records_written_by_several_machines_merge(tmp_path):
     md = (tmp_path / "board" / "leaderboard.md").read_text()
     assert "| ce_digits_lt | ltbench | 2 |" in md and "| la_digits_lt | ltbench | 2 |" in md
     assert "more than one ltbench commit" in md and "Not yet recorded" not in md
+
+
+def test_run_table_is_in_percent_in_board_order():
+    from ltbench.records import metrics_table
+
+    single = metrics_table({"acc_few": 0.2333333492, "acc": 0.54000002, "acc_medium": 1.0, "acc_many": 1.0}, "multiclass")
+    assert single.splitlines() == ["test (%)", "overall    54.00", "many      100.00", "medium    100.00", "few        23.33"]
+    multi = metrics_table({"mAP_few": float("nan"), "mAP": 0.849, "extra": 0.5, "mAP_many": 0.9, "mAP_medium": None}, "multilabel")
+    assert [line.split() for line in multi.splitlines()[1:]] == [["mAP", "84.90"], ["head", "90.00"], ["medium", "n/a"], ["tail", "n/a"], ["extra", "50.00"]]
