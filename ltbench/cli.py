@@ -51,7 +51,8 @@ def main(args: Optional[list[str]] = None) -> Any:
         return _exit(exit_on_user_error(lambda: command.main(argv[1:]), f"ltbench {head}"))
     from ltbench.runner import run
 
-    return exit_on_user_error(lambda: run(argv))
+    # None (not sys.argv's copy) when run from the shell: LightningCLI warns when given both
+    return exit_on_user_error(lambda: run(None if args is None else argv))
 
 
 def _exit(result: Any) -> Any:

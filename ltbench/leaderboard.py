@@ -24,13 +24,10 @@ from typing import Any, Optional
 import numpy as np
 
 from ltbench.errors import LTBenchError
+from ltbench.records import METRIC_COLUMNS
 from ltbench.references import Reference, references_for
 from ltbench.suite import Suite
 
-METRIC_COLUMNS = {
-    "multiclass": [("acc", "overall"), ("acc_many", "many"), ("acc_medium", "medium"), ("acc_few", "few")],
-    "multilabel": [("mAP", "mAP"), ("mAP_many", "head"), ("mAP_medium", "medium"), ("mAP_few", "tail")],
-}
 PROTOCOL_COLUMNS = [("backbone", "backbone"), ("pretrained", "pretraining"), ("input_size", "input"), ("epochs", "epochs"), ("group_rule", "groups")]
 SCORE_NAME = {"multiclass": "accuracy", "multilabel": "AP"}
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]

@@ -12,6 +12,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+# a record's headline metrics in display order, with their names on boards and run tables
+METRIC_COLUMNS = {
+    "multiclass": [("acc", "overall"), ("acc_many", "many"), ("acc_medium", "medium"), ("acc_few", "few")],
+    "multilabel": [("mAP", "mAP"), ("mAP_many", "head"), ("mAP_medium", "medium"), ("mAP_few", "tail")],
+}
+
 PACKAGES = ("ltbench", "torch", "torchvision", "lightning", "torchmetrics", "timm", "open_clip_torch", "numpy", "scikit-learn")
 
 
@@ -69,3 +75,17 @@ def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def metrics_table(metrics: dict[str, Any], task: str, title: str = "test") -> str:
+    """A run's final table: headline metrics in percent, in board order (overall, many, medium, few;
+    mAP, head, medium, tail), then any others by name; n/a for missing or non-finite values."""
+    columns = METRIC_COLUMNS.get(task, [])
+    known = {k for k, _ in columns}
+    rows = [(label, metrics.get(key)) for key, label in columns] + [(k, v) for k, v in sorted(metrics.items()) if k not in known]
+    width = max([len(label) for label, _ in rows] + [len(title) + 4])
+    lines = [f"{title} (%)"]
+    for label, value in rows:
+        number = float(value) if value is not None else math.nan
+        lines.append(f"{label:<{width}}  {100 * number:6.2f}" if math.isfinite(number) else f"{label:<{width}}  {'n/a':>6}")
+    return "\n".join(lines)

@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Optional
 
 import yaml
+from jsonargparse import Namespace
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
-from jsonargparse import Namespace
 from lightning.pytorch.loggers import CSVLogger
 
 import ltbench.data  # noqa: F401  (registers data modules)
@@ -40,6 +42,9 @@ LINKS = {
 }
 
 
+WEIGHTS_FILE = "weights.ckpt"
+
+
 def _groups(dm: LTDataModule) -> dict[str, list[bool]]:
     return {k: [bool(b) for b in v] for k, v in dm.groups.items()}
 
@@ -55,6 +60,13 @@ class LTBenchCLI(LightningCLI):
         every = LightningCLI.subcommands()
         return {self._only: every[self._only]} if self._only in every else every
 
+    def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any):
+        """``test`` prints the run record's table (percent, board order), not Lightning's raw one."""
+        parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+        if subcommand == "test":
+            parser.set_defaults(verbose=False)
+        return parser
+
     def add_arguments_to_parser(self, parser) -> None:
         for src, dst in LINKS.items():
             parser.link_arguments(f"data.{src}", f"model.init_args.{dst}", apply_on="instantiate")
@@ -64,7 +76,8 @@ class LTBenchCLI(LightningCLI):
         parser.add_argument("--version", type=Optional[str], default=None, help="run version (default: seed<seed>)")
         parser.add_argument("--test_after_fit", type=bool, default=True, help="evaluate on the test split after fit and write the run record")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
-        parser.set_defaults({"checkpoint.save_last": True})
+        # one full checkpoint per run (the latest, for resuming); last.ckpt links to it, no copy
+        parser.set_defaults({"checkpoint.save_last": "link"})
 
     def _sub(self) -> Any:
         return self.config[self.subcommand] if self.subcommand else self.config
@@ -108,7 +121,8 @@ class LTBenchCLI(LightningCLI):
         if user_logger is False:  # no logs, but the config, checkpoints and record still go to the run directory
             return super().instantiate_trainer(**kwargs, default_root_dir=str(where))
         if user_logger in (None, True):
-            trainer_cfg["logger"] = False
+            # the Trainer itself gets no default logger (which would look for TensorBoard and warn)
+            trainer_cfg["logger"] = kwargs["logger"] = False
         trainer = super().instantiate_trainer(**kwargs)
         # The run's own CSV log comes first whatever loggers the config adds (a WandbLogger piece), so
         # trainer.log_dir, where config.yaml and record.json go, is always the run directory: never a
@@ -179,8 +193,23 @@ class LTBenchCLI(LightningCLI):
         self._attach_config()
 
     def after_fit(self) -> None:
-        if self._sub().get("test_after_fit") and not self.trainer.interrupted and not self.trainer.fast_dev_run:
-            self.trainer.test(self.model, datamodule=self.datamodule, verbose=True)
+        if self.trainer.interrupted or self.trainer.fast_dev_run:
+            return
+        self._save_weights()
+        if self._sub().get("test_after_fit"):
+            self.trainer.test(self.model, datamodule=self.datamodule, verbose=False)
+
+    def _save_weights(self) -> None:
+        """``<checkpoints>/weights.ckpt``: the weights the run is evaluated with (after averaging, where a
+        method averages) and its hyper-parameters, without optimiser or callback state. ``ltbench
+        test``/``predict`` take it as ``--ckpt_path``. A collective under DDP: every rank calls it."""
+        callback = self.trainer.checkpoint_callback
+        if callback is None or callback.dirpath is None:
+            return
+        path = Path(callback.dirpath) / WEIGHTS_FILE
+        self.trainer.save_checkpoint(path, weights_only=True)
+        if isinstance(self.model, LTMethod):
+            self.model.weights_path = str(path)
 
 
 CLI_KWARGS: dict[str, Any] = dict(
@@ -194,12 +223,40 @@ CLI_KWARGS: dict[str, Any] = dict(
 )
 
 
+# Warnings every run printed that say nothing about the run, each matched by message, category and
+# the module it is attributed to, so the same text from anywhere else still shows.
+KNOWN_NOISE = [
+    # Lightning's own pytree helper on torch >= 2.10; nothing a user can change
+    (r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning, r"lightning\.pytorch\.utilities\._pytree"),
+    # val/ and test/ scalars are computed by torchmetrics, which already reduced them across processes
+    (r"It is recommended to use `self\.log\('(val|test)/", Warning, r"lightning\.pytorch\..*|ltbench\..*"),
+]
+
+
+class _DropTips(logging.Filter):
+    """Lightning's "💡 Tip: ... try installing litlogger/litmodels" advertisements, printed every run."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip:")
+
+
+def quiet_known_noise() -> None:
+    """Install the targeted filters above (idempotent)."""
+    for message, category, module in KNOWN_NOISE:
+        warnings.filterwarnings("ignore", message=message, category=category, module=module)
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        log = logging.getLogger(name)
+        if not any(isinstance(f, _DropTips) for f in log.filters):
+            log.addFilter(_DropTips())
+
+
 def run(args: Optional[list[str]] = None, run: bool = True) -> LTBenchCLI:
     """Run the CLI in-process and return it (tests read ``cli.model`` and ``cli.trainer``).
 
     With ``run=False`` there is no subcommand: ``args`` are ``--config``/overrides and the CLI only
     instantiates the model, data module and trainer.
     """
+    quiet_known_noise()
     argv = sys.argv[1:] if args is None else args
     only = argv[0] if run and argv and argv[0] in LightningCLI.subcommands() else None
     return LTBenchCLI(**CLI_KWARGS, args=args, run=run, only=only)

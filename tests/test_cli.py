@@ -10,9 +10,8 @@ import pytest
 import torch
 
 from ltbench.cli import main
-from ltbench.errors import user_error
+from ltbench.errors import LTBenchError, user_error
 from ltbench.runner import run
-from ltbench.errors import LTBenchError
 from tests.helpers import CE_DIGITS, REPO
 
 QUIET = ["--trainer.enable_progress_bar", "false"]
@@ -149,6 +148,7 @@ def test_two_process_evaluation_equals_one_process(tmp_path):
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "sync_dist" not in proc.stderr  # test/ scalars come from torchmetrics, already reduced
     two = json.loads((tmp_path / "CrossEntropy-DigitsLT" / "two" / "record.json").read_text())
     assert two["throughput"] == one["throughput"]
     assert two["num_test_samples"] == one["num_test_samples"] == 500
@@ -221,3 +221,40 @@ def test_a_wandb_agent_point_gets_the_run_directory_a_suite_gives_it(tmp_path, m
     labels = [e.label for e in Suite.load(REPO / "benchmarks" / "sweep_tde_digits.yaml").entries]
     assert Path(cli.trainer.log_dir) == tmp_path / "tde_digits_lt,alpha=1.5,lr=0.05" / "seed0"
     assert "tde_digits_lt,alpha=1.5,lr=0.05" in labels and len(set(labels)) == 12
+
+
+def test_one_full_checkpoint_a_link_and_small_evaluated_weights(tmp_path):
+    """Resuming needs one full checkpoint (last.ckpt links to it); test/predict take the weights-only file."""
+    cli = _fit(tmp_path, "--trainer.max_epochs", "2")
+    ckpts = Path(cli.trainer.log_dir) / "checkpoints"
+    full = [p for p in ckpts.iterdir() if not p.is_symlink() and p.name != "weights.ckpt"]
+    assert len(full) == 1, sorted(p.name for p in ckpts.iterdir())
+    assert (ckpts / "last.ckpt").is_symlink() and (ckpts / "last.ckpt").resolve() == full[0].resolve()
+    weights = ckpts / "weights.ckpt"
+    assert weights.stat().st_size < 0.7 * full[0].stat().st_size
+    saved = torch.load(weights, weights_only=True, map_location="cpu")
+    assert "optimizer_states" not in saved and "callbacks" not in saved
+    for k, v in cli.model.state_dict().items():
+        assert torch.equal(v, saved["state_dict"][k]), k
+    rec = _record(cli)
+    assert rec["weights"] == str(weights)
+    again = run(["test", "--config", CE_DIGITS, "--ckpt_path", str(weights), "--run_dir", str(tmp_path), *QUIET, "--version", "w"])
+    assert _record(again)["metrics"] == rec["metrics"]
+    pred = run(["predict", "--config", CE_DIGITS, "--ckpt_path", str(weights), "--run_dir", str(tmp_path), *QUIET, "--version", "p"])
+    assert sum(len(b["index"]) for b in pred.trainer.predict_loop.predictions) == 500
+
+
+def test_a_run_prints_its_table_in_percent_and_none_of_the_known_noise(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.run(
+        [sys.executable, "-m", "ltbench.cli", "fit", "--config", CE_DIGITS, "--run_dir", str(tmp_path), *QUIET, "--trainer.max_epochs", "2"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    rec = json.loads(next(tmp_path.rglob("record.json")).read_text())
+    lines = out[out.index("test (%)"):].splitlines()[1:5]
+    expected = [("overall", "acc"), ("many", "acc_many"), ("medium", "acc_medium"), ("few", "acc_few")]
+    assert [line.split() for line in lines] == [[label, f"{100 * rec['metrics'][key]:.2f}"] for label, key in expected]
+    for noise in ("tensorboardX", "Tip: For seamless", "LeafSpec", "args parameter is intended", "Test metric"):
+        assert noise not in out, noise

@@ -189,3 +189,12 @@ def test_partial_test_runs_are_left_off_the_board(tmp_path):
     with pytest.warns(UserWarning, match=r"skipping run record .*: scored 8 of 500 test images"):
         records, missing = suite_records(suite)
     assert len(records) == 2 and any("partial test, 8 of 500 images" in m for m in missing)
+
+
+def test_run_table_is_in_percent_in_board_order():
+    from ltbench.records import metrics_table
+
+    single = metrics_table({"acc_few": 0.2333333492, "acc": 0.54000002, "acc_medium": 1.0, "acc_many": 1.0}, "multiclass")
+    assert single.splitlines() == ["test (%)", "overall    54.00", "many      100.00", "medium    100.00", "few        23.33"]
+    multi = metrics_table({"mAP_few": float("nan"), "mAP": 0.849, "extra": 0.5, "mAP_many": 0.9, "mAP_medium": None}, "multilabel")
+    assert [line.split() for line in multi.splitlines()[1:]] == [["mAP", "84.90"], ["head", "90.00"], ["medium", "n/a"], ["tail", "n/a"], ["extra", "50.00"]]

@@ -27,7 +27,7 @@ from ltbench.methods.optim import OptimizerConfig, SchedulerConfig, build_optimi
 from ltbench.methods.stages import Stage, StagePlan
 from ltbench.metrics import ShotGroupAccuracy, ShotGroupAveragePrecision
 from ltbench.models.backbone import Backbone
-from ltbench.records import git_commit, versions, write_json_atomic
+from ltbench.records import git_commit, metrics_table, versions, write_json_atomic
 
 Task = Literal["multiclass", "multilabel"]
 
@@ -331,6 +331,7 @@ class LTMethod(L.LightningModule):
             },
             "throughput": self.throughput,
             "checkpoint": self.trainer.ckpt_path,
+            "weights": getattr(self, "weights_path", None),
             "config": self.run_config,
             "hparams": {k: v for k, v in self.hparams.items() if k not in ("class_names", "train_class_counts", "class_groups", "num_train")},
             "versions": versions(),
@@ -338,6 +339,7 @@ class LTMethod(L.LightningModule):
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         }
         self.record_path = write_json_atomic(log_dir / "record.json", record)
+        rank_zero_info(metrics_table(record["metrics"], self.task))
         rank_zero_info(f"ltbench: run record written to {self.record_path}")
         return self.record_path
 
