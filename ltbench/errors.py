@@ -20,6 +20,15 @@ class DataError(LTBenchError):
     """Missing, unreadable or malformed dataset files."""
 
 
+class Interrupted(SystemExit):
+    """A run or suite stopped by SIGTERM: exit status 143 (128 + 15) and one line saying where it
+    stopped and how to go on, never the silent status 0 of Lightning's code-less ``SystemExit``."""
+
+    def __init__(self, message: str, code: int = 143) -> None:
+        super().__init__(code)
+        self.message = message
+
+
 def _last_line(message: str) -> str:
     """A DataLoader worker re-raises its error with the worker's whole traceback as the message;
     the error's own text is the traceback's last line, after its ``module.Type: `` prefix."""
@@ -53,6 +62,9 @@ def exit_on_user_error(fn: Callable[[], Any], prog: str = "ltbench") -> Any:
     """Run ``fn``; a bad-input error anywhere in its chain ends as one line on stderr, exit status 2."""
     try:
         return fn()
+    except Interrupted as e:
+        print(f"{prog}: {e.message}", file=sys.stderr)
+        sys.exit(e.code)
     except Exception as e:
         message = user_error(e)
         if message is None:

@@ -23,12 +23,14 @@ from jsonargparse import Namespace
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 import ltbench.data  # noqa: F401  (registers data modules)
 import ltbench.methods  # noqa: F401  (registers methods)
 from ltbench.checkpoints import check_fits, read_checkpoint
+from ltbench.config_errors import ConfigParser, check_yaml_files
 from ltbench.data.base import LTDataModule
-from ltbench.errors import LTBenchError
+from ltbench.errors import Interrupted, LTBenchError
 from ltbench.methods.base import LTMethod
 from ltbench.rundirs import default_name
 
@@ -82,18 +84,19 @@ class LTBenchCLI(LightningCLI):
     def _sub(self) -> Any:
         return self.config[self.subcommand] if self.subcommand else self.config
 
-    def _run_location(self) -> Path:
+    def _run_location(self, own_folder: bool = True) -> Path:
         """``<run_dir>/<name>/<version>``, from the config alone (the same before and after instantiation).
 
         ``test``/``validate``/``predict`` of a checkpoint in a directory that holds a training run
         (its ``checkpoints/``) write into a folder of their own inside it, named from the checkpoint
-        and the config, so the training run's record and config are never replaced.
+        and the config, so the training run's record and config are never replaced (``own_folder=False``:
+        the training run's directory, where its checkpoints are).
         """
         cfg = self._sub()
         configs = [str(c) for c in (cfg.get("config") or [])]
         name = cfg.get("name") or default_name(cfg["model"]["class_path"], cfg["data"]["class_path"], configs)
         where = Path(cfg.get("run_dir") or "runs") / name / (cfg.get("version") or f"seed{cfg.get('seed_everything')}")
-        if self.subcommand in (None, "fit") or not (where / "checkpoints").is_dir():
+        if not own_folder or self.subcommand in (None, "fit") or not (where / "checkpoints").is_dir():
             return where
         try:
             resolved = yaml.safe_load(self._parser(self.subcommand).dump(cfg, skip_none=False))
@@ -119,28 +122,58 @@ class LTBenchCLI(LightningCLI):
         user_logger = trainer_cfg.get("logger")
         where = self._run_location()
         if user_logger is False:  # no logs, but the config, checkpoints and record still go to the run directory
-            return super().instantiate_trainer(**kwargs, default_root_dir=str(where))
-        if user_logger in (None, True):
-            # the Trainer itself gets no default logger (which would look for TensorBoard and warn)
-            trainer_cfg["logger"] = kwargs["logger"] = False
-        trainer = super().instantiate_trainer(**kwargs)
-        # The run's own CSV log comes first whatever loggers the config adds (a WandbLogger piece), so
-        # trainer.log_dir, where config.yaml and record.json go, is always the run directory: never a
-        # logger's shared save_dir, where a second run would overwrite the first's files.
-        added = [] if user_logger in (None, True) else list(trainer.loggers)
-        trainer.loggers = [CSVLogger(save_dir=where.parent.parent, name=where.parent.name, version=where.name), *added]
+            trainer = super().instantiate_trainer(**kwargs, default_root_dir=str(where))
+        else:
+            if user_logger in (None, True):
+                # the Trainer itself gets no default logger (which would look for TensorBoard and warn)
+                trainer_cfg["logger"] = kwargs["logger"] = False
+            trainer = super().instantiate_trainer(**kwargs)
+            # The run's own CSV log comes first whatever loggers the config adds (a WandbLogger piece), so
+            # trainer.log_dir, where config.yaml and record.json go, is always the run directory: never a
+            # logger's shared save_dir, where a second run would overwrite the first's files.
+            added = [] if user_logger in (None, True) else list(trainer.loggers)
+            trainer.loggers = [CSVLogger(save_dir=where.parent.parent, name=where.parent.name, version=where.name), *added]
+        checkpoints = self._run_location(own_folder=False) / "checkpoints"
         for cb in trainer.checkpoint_callbacks:
             if cb.dirpath is None:
-                cb.dirpath = str(where / "checkpoints")
+                cb.dirpath = str(checkpoints)
         return trainer
 
     def _run_subcommand(self, subcommand: str) -> None:
         try:
             super()._run_subcommand(subcommand)
+        except SIGTERMException:  # a SystemExit without a code: a scheduler would read success
+            self._finish_wandb(exit_code=1)
+            raise Interrupted(self._stopped(subcommand)) from None
         except BaseException:
             self._finish_wandb(exit_code=1)
             raise
         self._finish_wandb(exit_code=0)
+
+    def _stopped(self, subcommand: str) -> str:
+        """Where a run stopped by SIGTERM stands and how to go on."""
+        trainer = self.trainer
+        where = self._run_location()
+        last = next(iter(sorted((self._run_location(own_folder=False) / "checkpoints").glob("last*.ckpt"))), None)
+        if subcommand == "fit" and last is not None and last.exists():
+            then = f"resume with the same command and --ckpt_path last (from {last})"
+        elif subcommand == "fit":
+            then = "no checkpoint was saved yet; run the same command again to start over"
+        else:
+            then = "run the same command again"
+        return f"{subcommand} stopped by SIGTERM after {trainer.current_epoch} completed epochs (step {trainer.global_step}) of {where}; {then}"
+
+    def _check_resume(self) -> None:
+        """``--ckpt_path last`` with no last checkpoint: Lightning would train from scratch after a hint."""
+        if self._sub().get("ckpt_path") != "last":
+            return
+        dirs = [Path(cb.dirpath) for cb in self.trainer.checkpoint_callbacks if cb.dirpath]
+        if not any(p.exists() for d in dirs for p in d.glob("last*.ckpt")):
+            where = dirs[0] if dirs else self._run_location(own_folder=False) / "checkpoints"
+            raise LTBenchError(
+                f"ckpt_path last: nothing to resume, {where} holds no last.ckpt (is --run_dir/--name/--version that "
+                "of the stopped run?); leave out --ckpt_path to start the run, or give a checkpoint file"
+            )
 
     def _finish_wandb(self, exit_code: int) -> None:
         """End a W&B run this CLI started, so its files are complete and an offline one can be synced."""
@@ -177,6 +210,7 @@ class LTBenchCLI(LightningCLI):
         return yaml.safe_load(parser.dump(self._sub(), skip_none=False, skip_link_targets=False))
 
     def _attach_config(self) -> None:
+        self._check_resume()
         if state := getattr(self, "_ckpt_state", None):
             check_fits(self.model, state[1], state[0])
             self._ckpt_state = None
@@ -220,6 +254,7 @@ CLI_KWARGS: dict[str, Any] = dict(
     seed_everything_default=0,
     save_config_kwargs={"overwrite": True},
     parser_kwargs={"default_env": False},
+    parser_class=ConfigParser,
 )
 
 
@@ -258,6 +293,7 @@ def run(args: Optional[list[str]] = None, run: bool = True) -> LTBenchCLI:
     """
     quiet_known_noise()
     argv = sys.argv[1:] if args is None else args
+    check_yaml_files(argv)
     only = argv[0] if run and argv and argv[0] in LightningCLI.subcommands() else None
     return LTBenchCLI(**CLI_KWARGS, args=args, run=run, only=only)
 

@@ -18,15 +18,17 @@ import json
 import math
 import os
 import re
+import signal
+import threading
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 import yaml
 
-from ltbench.errors import LTBenchError
+from ltbench.errors import Interrupted, LTBenchError
 from ltbench.rundirs import sweep_point_name
 
 RUNTIME_KEYS = ("run_dir", "name", "version", "test_after_fit", "checkpoint", "ckpt_path", "config", "optimizer", "lr_scheduler")
@@ -395,6 +397,8 @@ def resolved_config(args: list[str]) -> dict[str, Any]:
         warnings.filterwarnings("ignore", message=IN_PROCESS_WARNING)
         try:
             run(["fit", *args, "--print_config"])
+        except LTBenchError as e:
+            raise LTBenchError(f"config {args[1]} does not parse ({e}); run `ltbench fit {' '.join(args)} --print_config`") from None
         except SystemExit as e:
             if e.code not in (0, None):
                 detail = err.getvalue().strip().splitlines()
@@ -454,6 +458,24 @@ def plan(suite: Suite, shard: Optional[tuple[int, int]] = None) -> tuple[list[tu
     return mine, [(e, s) for e, s in mine if not is_done(suite, e, s, resolver)]
 
 
+@contextlib.contextmanager
+def _sigterm_flag() -> Iterator[list[int]]:
+    """A list that holds the signal once SIGTERM arrives (truthy), for the suite to stop between runs.
+
+    The handler only records: inside a run, Lightning calls it after its own, which ends the run at
+    the next step; the run then raises ``Interrupted``.
+    """
+    got: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield got
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: got.append(signum))
+    try:
+        yield got
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_suite(
     suite: Suite, progress: Callable[[str], None] = print, shard: Optional[tuple[int, int]] = None
 ) -> list[tuple[Entry, int, Optional[str]]]:
@@ -468,17 +490,29 @@ def run_suite(
     mine, todo = plan(suite, shard)
     share = f" (shard {shard[0]}/{shard[1]})" if shard else ""
     progress(f"suite {suite.name}{share}: {len(mine)} runs, {len(mine) - len(todo)} already recorded, {len(todo)} to run")
-    results = []
+    results: list[tuple[Entry, int, Optional[str]]] = []
     bar = tqdm(todo, desc=f"suite {suite.name}", unit="run", dynamic_ncols=True)
-    for entry, seed in bar:
-        bar.set_postfix_str(f"{entry.label} seed {seed}")
-        try:
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message=IN_PROCESS_WARNING)
-                run(["fit", *suite.run_args(entry, seed), "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"])
-            results.append((entry, seed, None))
-        except Exception as e:  # one broken run must not stop the suite
-            message = user_error(e) or f"{type(e).__name__}: {e}"
-            progress(f"run {entry.label} seed {seed} failed: {message}")
-            results.append((entry, seed, message))
+    with _sigterm_flag() as stop:
+        for entry, seed in bar:
+            try:
+                if stop:  # SIGTERM between runs
+                    raise Interrupted(f"stopped by SIGTERM before {entry.label} seed {seed}")
+                bar.set_postfix_str(f"{entry.label} seed {seed}")
+                try:
+                    with warnings.catch_warnings():
+                        warnings.filterwarnings("ignore", message=IN_PROCESS_WARNING)
+                        run(["fit", *suite.run_args(entry, seed), "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"])
+                    results.append((entry, seed, None))
+                except Exception as e:  # one broken run must not stop the suite
+                    message = user_error(e) or f"{type(e).__name__}: {e}"
+                    progress(f"run {entry.label} seed {seed} failed: {message}")
+                    results.append((entry, seed, message))
+            except Interrupted as e:
+                done = [f"{en.label} seed {s}" for en, s in mine if (en, s) not in todo or (en, s, None) in results]
+                raise Interrupted(
+                    f"suite {suite.name}: {e.message.split('; ')[0]}; {len(done)} of {len(mine)} runs recorded"
+                    + (f" ({', '.join(done[:12])}{' ...' if len(done) > 12 else ''})" if done else "")
+                    + "; run the same command again to resume",
+                    e.code,
+                ) from None
     return results

@@ -87,6 +87,28 @@ def _download_without_network(tmp_path, monkeypatch):
     return _fit(tmp_path, "--data.init_args.root", str(_corrupt_cifar(tmp_path)), "--data.init_args.download", "true", config=CE_CIFAR10)
 
 
+def _yaml_file(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def _broken_yaml(tmp_path, monkeypatch):
+    return _fit(tmp_path, "--config", str(_yaml_file(tmp_path, "broken.yaml", "trainer:\n  max_epochs: 3\nmodel:\n  init_args: [\n")))
+
+
+def _broken_yaml_piece(tmp_path, monkeypatch):
+    """The syntax error is in a piece the config names (``data: data/x.yaml``)."""
+    (tmp_path / "data").mkdir()
+    _yaml_file(tmp_path / "data", "x.yaml", "class_path: ltbench.data.DigitsLT\ninit_args: {imb_ratio: 10\n")
+    top = _yaml_file(tmp_path, "top.yaml", (Path(CE_DIGITS).read_text()).replace("data: data/digits_lt.yaml", "data: data/x.yaml"))
+    (tmp_path / "trainer").mkdir()
+    for piece in ("trainer/cpu_small.yaml", "optim/sgd_digits.yaml", "schedule/cosine_warmup1.yaml"):
+        (tmp_path / piece).parent.mkdir(exist_ok=True)
+        (tmp_path / piece).write_text((REPO / "configs" / piece).read_text())
+    return _fit(tmp_path, config=str(top))
+
+
 NO_GPU = pytest.mark.skipif(torch.cuda.is_available(), reason="the machine has a GPU, so a GPU config is not bad input here")
 
 def row(name, setup, status, pattern, left=(), marks=()):
@@ -116,6 +138,24 @@ CASES = [
      r"CIFAR-10: data\.init_args\.download=true but https://www\.cs\.toronto\.edu/\S+ cannot be reached; without a network, extract", []),
     row("corrupt-cifar-file", lambda t, m: _fit(t, "--data.init_args.root", str(_corrupt_cifar(t)), config=CE_CIFAR10), 2,
      r"CIFAR-10 file corrupt: .*batches\.meta has MD5 \w+, expected \w+; extract it again from cifar-10-python\.tar\.gz", []),
+    row("ckpt_path-last-with-nothing-to-resume", lambda t, m: _fit(t, "--ckpt_path", "last"), 2,
+     r"ckpt_path last: nothing to resume, \S+CrossEntropy-DigitsLT/seed0/checkpoints holds no last\.ckpt .*leave out --ckpt_path", []),
+    row("yaml-syntax-error", _broken_yaml, 2,
+     r"ltbench: error: \S+broken\.yaml:5:1: YAML syntax error: .*; expected a YAML mapping", []),
+    row("yaml-syntax-error-in-a-piece", _broken_yaml_piece, 2,
+     r"ltbench: error: \S+data/x\.yaml:3:1: YAML syntax error", []),
+    row("unknown-key-in-a-class", lambda t, m: _fit(t, "--model.init_args.backbon", "tiny_cnn"), 2,
+     r"unknown key model\.init_args\.backbon of ltbench\.methods\.CrossEntropy; closest valid keys: model\.init_args\.backbone \(str\)", []),
+    row("unknown-key-in-a-config-file", lambda t, m: _fit(t, "--config", str(_yaml_file(t, "typo.yaml", "trainer:\n  max_epoch: 3\n"))), 2,
+     r"unknown key trainer\.max_epoch; closest valid keys: trainer\.max_epochs \(Optional\[int\]\)", []),
+    row("unknown-nested-key", lambda t, m: _fit(t, "--model.init_args.optimizer.lrr", "0.1"), 2,
+     r"unknown key model\.init_args\.optimizer\.lrr of ltbench\.methods\.CrossEntropy; closest valid keys: model\.init_args\.optimizer\.lr \(float\)", []),
+    row("wrong-type", lambda t, m: _fit(t, "--data.init_args.batch_size", "many"), 2,
+     r"ltbench: error: data\.init_args\.batch_size: expected int, got 'many'$", []),
+    row("wrong-type-union", lambda t, m: _fit(t, "--trainer.max_epochs", "x"), 2,
+     r"ltbench: error: trainer\.max_epochs: expected int or None, got 'x'$", []),
+    row("not-one-of-the-choices", lambda t, m: _fit(t, "--data.init_args.imb_profile", "linear"), 2,
+     r"data\.init_args\.imb_profile: expected one of 'exp', 'step', got 'linear'$", []),
 ]  # fmt: skip
 
 
@@ -127,7 +167,7 @@ def test_bad_input_is_one_line(tmp_path, monkeypatch, capsys, setup, status, pat
     assert e.value.code == status
     stderr = capsys.readouterr().err
     err = [ln for ln in stderr.splitlines() if ln.startswith("ltbench: error:")]
-    assert len(err) == 1 and "Traceback" not in stderr, stderr[-3000:]
+    assert len(err) == 1 and "Traceback" not in stderr and "usage:" not in stderr, stderr[-3000:]
     assert re.search(pattern, err[0]), err[0]
     runs = tmp_path / "runs"
     found = sorted(str(p.relative_to(runs)) for p in runs.rglob("*") if p.is_file()) if runs.exists() else []

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Optional
 
-from ltbench.errors import LTBenchError
+from ltbench.errors import Interrupted, LTBenchError
 from ltbench.leaderboard import render_suite
 from ltbench.suite import Suite, parse_shard, run_suite
 
@@ -22,7 +22,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         suite = Suite.load(args.suite)
         shard = parse_shard(args.shard)
-        failures = [] if args.render_only else [r for r in run_suite(suite, shard=shard) if r[2]]
+        try:
+            failures = [] if args.render_only else [r for r in run_suite(suite, shard=shard) if r[2]]
+        except Interrupted:  # the board of the runs recorded so far, then the stop's line and status
+            out = render_suite(suite)
+            print(f"written (partial): {out['md']}, {out['csv']}, {out['html']}")
+            raise
         out = render_suite(suite)
     except LTBenchError as e:
         print(f"ltbench: error: {e}", file=sys.stderr)
