@@ -22,7 +22,8 @@ LAYERS = [
     ["ltbench.runner", "ltbench.config_errors"],
     ["ltbench.methods"],
     ["ltbench.data", "ltbench.models"],
-    ["ltbench.losses", "ltbench.metrics", "ltbench.records", "ltbench.references", "ltbench.errors", "ltbench.network", "ltbench.checkpoints", "ltbench.rundirs", "ltbench"],
+    ["ltbench.losses", "ltbench.metrics", "ltbench.records", "ltbench.references", "ltbench.errors", "ltbench.lazy",
+     "ltbench.network", "ltbench.checkpoints", "ltbench.rundirs", "ltbench"],
 ]
 
 
@@ -105,3 +106,17 @@ def test_help_lists_every_subcommand():
     assert bare.returncode == 2 and "leaderboard" in bare.stderr
     board = subprocess.run([sys.executable, "-m", "ltbench.cli", "leaderboard", "--help"], capture_output=True, text=True, cwd=PACKAGE.parent)
     assert board.returncode == 0 and "--render-only" in board.stdout
+
+
+def test_running_a_config_imports_wandb_only_when_it_is_used():
+    """timm imports W&B eagerly; ltbench imports timm without it (ltbench.lazy), and W&B still loads when used."""
+    code = (
+        "import sys, ltbench.runner; "
+        "assert 'wandb.sdk' not in sys.modules, 'wandb was loaded'; "
+        "import wandb; from wandb.sdk.lib import RunDisabled; "
+        "print(wandb.__version__, 'wandb.sdk' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=PACKAGE.parent)
+    assert out.returncode == 0, out.stderr[-2000:]
+    version, loaded = out.stdout.split()
+    assert version[0].isdigit() and loaded == "True"

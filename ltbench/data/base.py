@@ -160,6 +160,8 @@ class LTDataModule(L.LightningDataModule):
             self.dataset("test")
 
     def _loader(self, dataset: Dataset, batch_size: int, **kwargs: Any) -> DataLoader:
+        # in-memory datasets fetch a batch at once (``__getitems__``) and bring their own collate
+        kwargs.setdefault("collate_fn", getattr(dataset, "collate_fn", None))
         return DataLoader(
             dataset,
             batch_size=batch_size,

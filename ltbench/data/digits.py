@@ -58,6 +58,16 @@ class TensorItems(Dataset):
     def __getitem__(self, i: int):
         return self.images[i], self.targets[i], i
 
+    def __getitems__(self, indices: list[int]):
+        """A whole batch by one tensor index: the DataLoader calls this instead of ``__getitem__`` per
+        sample, and ``collate_fn`` passes the batch through."""
+        idx = torch.as_tensor(indices, dtype=torch.int64)
+        return self.images[idx], self.targets[idx], idx
+
+    @staticmethod
+    def collate_fn(batch):
+        return batch
+
 
 class DigitsLT(LTDataModule):
     """scikit-learn digits as a 10-class long-tailed benchmark that trains in seconds on a CPU."""

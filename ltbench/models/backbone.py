@@ -13,8 +13,11 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Optional, Union
 
-import timm
 import torch
+
+from ltbench.lazy import import_without
+
+timm = import_without("timm", "wandb")  # timm's W&B import is for its own training script
 from timm.models import adapt_input_conv, model_entrypoint, parse_model_name, split_model_name_tag
 from torch import nn
 
