@@ -74,6 +74,13 @@ def _offline(tmp_path, monkeypatch, *extra, config=CE_DIGITS):
     return _fit(tmp_path, *extra, config=config)
 
 
+def _no_network(tmp_path, monkeypatch):
+    """HF_HUB_OFFLINE unset, but the Hub does not answer: the same one line, at once."""
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr("ltbench.network.reachable", lambda url, timeout=3.0: False)
+    return _fit(tmp_path, "--model.init_args.backbone", "resnet10t", "--model.init_args.pretrained", "true")
+
+
 def _corrupt_cifar(tmp_path: Path) -> Path:
     folder = tmp_path / "cifar" / "cifar-10-batches-py"
     folder.mkdir(parents=True)
@@ -130,6 +137,8 @@ CASES = [
      r"^ltbench: error: image missing: .*imgs/5\.jpg \(entry 6 of .*(train|val)\.txt\)", ["lists/seed0/config.yaml", "lists/seed0/hparams.yaml"]),
     row("timm-pretrained-offline", lambda t, m: _offline(t, m, "--model.init_args.backbone", "resnet10t", "--model.init_args.pretrained", "true"), 2,
      r"model\.init_args\.pretrained: cannot fetch timm's published weights of 'resnet10t' \(HF_HUB_OFFLINE is set\); give the path of a local weights file", []),
+    row("timm-pretrained-no-network", _no_network, 2,
+     r"model\.init_args\.pretrained: cannot fetch timm's published weights of 'resnet10t' \(no network\)", []),
     row("open_clip-text_pretrained-offline", lambda t, m: _offline(t, m, "--model.init_args.text_model", "RN50", "--model.init_args.text_pretrained", "openai", config=CPRFL_DIGITS), 2,
      r"model\.init_args\.text_pretrained: cannot fetch open_clip weights 'openai' of 'RN50' \(HF_HUB_OFFLINE is set\); give the path of a local checkpoint", []),
     row("gpu-config-without-gpu", lambda t, m: _fit(t, "--trainer.accelerator", "gpu"), 2,
