@@ -323,7 +323,7 @@ class LTMethod(L.LightningModule):
             "num_test_samples": (scored := int(result.get("num_samples", -1))),
             "test_split_size": (size := self._test_split_size()),
             # a run limited with limit_test_batches scores part of the split: not comparable on a board
-            "partial_test": size is not None and scored < size,
+            "partial_test": size is not None and 0 <= scored < size,
             "per_class": {
                 "class_names": self.class_names,
                 "train_counts": self.train_class_counts,
