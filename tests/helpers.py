@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import os
+import signal
 from pathlib import Path
 from types import ModuleType
+from typing import Optional
 
 import lightning as L
 
@@ -45,3 +48,14 @@ class NaNAfterSteps(CrossEntropy):
     def training_loss(self, logits, target):
         loss = super().training_loss(logits, target)
         return loss * math.nan if self.global_step >= self.nan_after else loss
+
+
+class SigtermAfterEpoch(L.Callback):
+    """Sends this process SIGTERM after ``epoch``, as a scheduler would, in the run named ``run_name`` (any if None)."""
+
+    def __init__(self, epoch: int = 0, run_name: Optional[str] = None) -> None:
+        self.epoch, self.run_name = epoch, run_name
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == self.epoch and self.run_name in (None, Path(trainer.log_dir).parent.name):
+            os.kill(os.getpid(), signal.SIGTERM)

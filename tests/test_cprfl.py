@@ -371,7 +371,7 @@ def test_fit_ends_with_the_ema_weights_and_buffers(tmp_path):
 # ---- end to end ---------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_cli_run_on_digits_ml_lt_beats_shuffled_scores(tmp_path):
-    from ltbench.cli import run
+    from ltbench.runner import run
 
     cli = run(["fit", "--config", CPRFL_DIGITS_ML, "--run_dir", str(tmp_path), *QUIET])
     record = cli.model.record_path

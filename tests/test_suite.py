@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from ltbench.errors import LTBenchError
-from ltbench.leaderboard import main as leaderboard_main
+from ltbench.commands.leaderboard import main as leaderboard_main
 from ltbench.suite import Resolver, Suite, is_done, parse_shard, plan, resolved_config
 from tests.helpers import REPO
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ltbench.cli import run
+from ltbench.runner import run
 from ltbench.errors import LTBenchError
 from ltbench.suite import Suite, agent_command, expand_sweep, grid_values, load_sweep, ltbench_args, parameter_kind
 from tests.helpers import REPO
