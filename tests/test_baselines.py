@@ -10,6 +10,8 @@ import torch.nn.functional as F
 import ltbench.methods as methods
 from ltbench.errors import LTBenchError
 from ltbench.methods import BalancedSoftmax, CosineClassifier, CrossEntropy, LogitAdjustment, LTMethod
+from ltbench.methods.clip_prompt import CLIPPromptMethod, ZeroShotCLIP
+from ltbench.models.clip_prompt import TINY_CLIP
 from ltbench.models.heads import CosineHead
 
 COUNTS = [50, 20, 5, 1]
@@ -86,16 +88,22 @@ LABELS = torch.tensor([0, 1, 2, 3, 0, 0, 1, 3])
 @pytest.mark.parametrize("cls,task", METHOD_TASKS, ids=lambda v: getattr(v, "__name__", v))
 def test_every_method_trains_one_step_and_predicts(cls, task):
     torch.manual_seed(0)
-    m = cls(task=task, **FACTS)
+    clip = issubclass(cls, CLIPPromptMethod)  # frozen CLIP towers instead of a backbone: the tiny random one
+    facts = {**FACTS, "backbone": None, "clip_model": TINY_CLIP, "clip_pretrained": None} if clip else FACTS
+    m = cls(task=task, **facts)
     x = _x(8)
     y = LABELS if task == "multiclass" else F.one_hot(LABELS, 4).maximum(torch.eye(4)[[1, 1, 0, 0, 3, 2, 2, 0]].long())
-    loss = m.training_loss(m(x), y)
-    assert loss.ndim == 0 and torch.isfinite(loss)
-    loss.backward()
-    assert all(p.grad is not None for p in m.head.parameters())
+    trained = [p for p in m.parameters() if p.requires_grad] if clip else list(m.head.parameters())
+    if trained:
+        loss = m.training_loss(m(x), y)
+        assert loss.ndim == 0 and torch.isfinite(loss)
+        loss.backward()
+        assert all(p.grad is not None for p in trained)
+    else:
+        assert cls is ZeroShotCLIP and m.training_step((x, y, torch.arange(8)), 0) is None
     m.eval()
     with torch.no_grad():
-        scores = m.scores(m.inference_logits(x[:1]))
+        scores = m.inference_outputs(x[:1])["scores"]
     assert scores.shape == (1, 4) and ((scores >= 0) & (scores <= 1)).all()
     if task == "multiclass":
         assert torch.allclose(scores.sum(1), torch.ones(1))
