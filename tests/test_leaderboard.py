@@ -178,3 +178,20 @@ def test_records_written_by_several_machines_merge(tmp_path):
     md = (tmp_path / "board" / "leaderboard.md").read_text()
     assert "| ce_digits_lt | ltbench | 2 |" in md and "| la_digits_lt | ltbench | 2 |" in md
     assert "more than one ltbench commit" in md and "Not yet recorded" not in md
+
+
+def test_base_to_new_runs_get_base_new_hm_columns_sorted_by_hm():
+    def b2n(label, seed, base, new):
+        r = _record("D base-to-new", label, seed, 0.0, 0.0, imb_ratio=None, eval_protocol="base_to_new")
+        r["metrics"] = {"base": base, "new": new, "hm": 2 * base * new / (base + new)}
+        return r
+
+    recs = [b2n("coop", 0, 0.9, 0.5), b2n("coop", 1, 0.8, 0.5), b2n("cdc", 0, 0.8, 0.7), _record("D", "ce", 0, 0.5, 0.1, imb_ratio=None)]
+    tables = build_tables(recs)
+    table = tables["D base-to-new"]
+    assert table["task"] == "base_to_new" and tables["D"]["task"] == "multiclass"
+    assert [r["method"] for r in table["rows"]] == ["cdc", "coop"]  # by HM, not by Base
+    assert table["rows"][1]["Base"][:2] == pytest.approx((0.85, np.std([0.9, 0.8], ddof=1)))
+    md = render_markdown(tables, "t")
+    assert "| method | source | seeds | Base | New | HM |" in md
+    assert "<svg" in render_html(tables, "t")  # group bars still drawn; no per-class plot against counts
