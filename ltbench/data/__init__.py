@@ -6,6 +6,7 @@ from ltbench.data.lists import ImageListLT, ImageNetLT, INat2018, PlacesLT
 
 from ltbench.data.digits import DigitsLT
 from ltbench.data.base_to_new import BaseToNew
+from ltbench.data.torchvision_sets import TorchvisionSet
 from ltbench.data.digits_ml import DigitsMLLT
 from ltbench.data.multilabel import COCOLT, VOCLT
 
@@ -13,6 +14,7 @@ __all__ = [
     "LTDataModule",
     "DigitsLT",
     "BaseToNew",
+    "TorchvisionSet",
     "CIFAR10LT",
     "CIFAR100LT",
     "ImageListLT",
