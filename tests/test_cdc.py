@@ -317,3 +317,12 @@ def test_cdc_fit_on_digits_base_to_new_records_uncertainty(tmp_path):
     assert rec["protocol"]["trainable_params"] == 4 * 4 * 64
     ckpt = torch.load(next(tmp_path.rglob("last.ckpt")), weights_only=True)
     assert not any(k.startswith("clip.clip.") for k in ckpt["state_dict"])
+
+
+def test_few_shot_keeps_every_class_and_the_test_split():
+    from ltbench.data import FewShot
+
+    dm = FewShot(DigitsLT(imb_ratio=1), shots=4, shot_seed=0)
+    assert dm.class_names == [str(d) for d in range(10)] and dm.train_class_counts == [4] * 10
+    assert not hasattr(dm, "test_class_sets") and len(dm.dataset("test")) == 500
+    assert dm.protocol()["eval_protocol"] == "few_shot" and dm.protocol()["dataset"] == "DigitsLT"

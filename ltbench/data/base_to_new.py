@@ -1,6 +1,11 @@
-"""Base-to-new generalisation (CoOp/CoCoOp protocol) as a wrapper over any single-label data module.
+"""Few-shot training and base-to-new generalisation (CoOp/CoCoOp protocols) as wrappers over any
+single-label data module.
 
-Classes sorted by label: the first ceil(C / 2) are *base*, the rest *new* (CoOp's ``subsample_classes``).
+``FewShot``: K shots per class drawn with the seed from the wrapped module's training split, tested on
+its test split (the source side of CoOp's cross-dataset protocol: train on 16-shot ImageNet, then
+``ltbench test`` the prompts on other datasets, whose classes the model takes from their data module).
+
+``BaseToNew``: classes sorted by label: the first ceil(C / 2) are *base*, the rest *new* (CoOp's ``subsample_classes``).
 The model trains on K shots per base class, drawn with ``shot_seed`` from the wrapped module's
 training split (all of a class's images when it has fewer than K). It is tested on the base classes
 and on the new classes separately, each set labelled 0..n-1 among its own classes, and the record
@@ -18,7 +23,7 @@ import math
 import os
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 import numpy as np
 from torch.utils.data import DataLoader, Dataset
@@ -67,8 +72,10 @@ def harmonic_mean(a: float, b: float) -> float:
     return 2 * a * b / (a + b) if a + b > 0 else 0.0
 
 
-class BaseToNew(LTDataModule):
-    """CoOp's base-to-new protocol over a wrapped single-label data module (``data``)."""
+class FewShot(LTDataModule):
+    """K shots per class of a wrapped single-label data module (``data``); its val and test splits as they are."""
+
+    protocol_name: ClassVar[str] = "few_shot"
 
     def __init__(
         self,
@@ -80,13 +87,13 @@ class BaseToNew(LTDataModule):
     ) -> None:
         """
         Args:
-            data: the single-label data module whose classes are split (its batch size and loaders are not used).
-            shots: K training images per base class (16 in the papers); null keeps every base-class image.
+            data: the wrapped single-label data module (its batch size and loaders are not used).
+            shots: K training images per (base) class (16 in the papers); null keeps every image.
             shot_seed: seed of the K-shot draw; null: the run's seed (so 3 seeds are 3 draws, as CoOp's protocol).
             batch_size: training batch size (default: the wrapped module's).
         """
         if data.task != "multiclass":
-            raise LTBenchError(f"BaseToNew wraps single-label data; {type(data).__name__} is {data.task}")
+            raise LTBenchError(f"{type(self).__name__} wraps single-label data; {type(data).__name__} is {data.task}")
         super().__init__(batch_size=batch_size or data.batch_size, **kwargs)
         self.data = data
         self.shots = shots
@@ -103,11 +110,8 @@ class BaseToNew(LTDataModule):
     # ---- the split -------------------------------------------------------------------------------
     @cached_property
     def _classes(self) -> tuple[np.ndarray, np.ndarray]:
-        n = self.data.num_classes
-        if n < 2:
-            raise LTBenchError(f"BaseToNew: {type(self.data).__name__} has {n} class; base-to-new needs at least 2")
-        m = math.ceil(n / 2)
-        return np.arange(m), np.arange(m, n)
+        """The trained classes and the held-out ones (none here)."""
+        return np.arange(self.data.num_classes), np.zeros(0, dtype=np.int64)
 
     @cached_property
     def _train_positions(self) -> np.ndarray:
@@ -116,7 +120,7 @@ class BaseToNew(LTDataModule):
         if self.shots is None:
             return np.flatnonzero(np.isin(targets, base))
         if self.shots < 1:
-            raise LTBenchError(f"BaseToNew: shots={self.shots}; expected a positive number of images per base class, or null for all")
+            raise LTBenchError(f"{type(self).__name__}: shots={self.shots}; expected a positive number of images per class, or null for all")
         return kshot_indices(targets, base, self.shots, self.shot_seed)
 
     def load_class_names(self) -> list[str]:
@@ -134,10 +138,43 @@ class BaseToNew(LTDataModule):
         return Relabelled(self.data.dataset(split), positions, mapping[targets[positions]])
 
     def make_dataset(self, split: Split) -> Dataset:
-        base, new = self._classes
+        base, _ = self._classes
         if split == "train":
             return Relabelled(self.data.dataset("train"), self._train_positions, self.load_train_targets())
         return self._subset(split, base)
+
+    def protocol(self) -> dict[str, Any]:
+        inner = self.data.protocol()
+        base, new = self._classes
+        proto = super().protocol()
+        proto.update(
+            {
+                "dataset": inner["dataset"] if self.protocol_name == "few_shot" else f"{inner['dataset']} base-to-new",
+                "eval_protocol": self.protocol_name,
+                "wrapped": inner,
+                "trained_classes": len(base),
+                "held_out_classes": len(new),
+                "shots": self.shots,
+                "shot_seed": self.shot_seed,
+                "shots_sha256": indices_sha256(self._train_positions),
+                "val": "wrapped module's val split" + (", base classes" if len(new) else ""),
+            }
+        )
+        return proto
+
+
+class BaseToNew(FewShot):
+    """CoOp's base-to-new protocol over a wrapped single-label data module (``data``)."""
+
+    protocol_name: ClassVar[str] = "base_to_new"
+
+    @cached_property
+    def _classes(self) -> tuple[np.ndarray, np.ndarray]:
+        n = self.data.num_classes
+        if n < 2:
+            raise LTBenchError(f"BaseToNew: {type(self.data).__name__} has {n} class; base-to-new needs at least 2")
+        m = math.ceil(n / 2)
+        return np.arange(m), np.arange(m, n)
 
     # ---- test sets -------------------------------------------------------------------------------
     def test_class_sets(self) -> list[ClassSet]:
@@ -167,24 +204,5 @@ class BaseToNew(LTDataModule):
         return [self._loader(self.dataset("test"), self.eval_batch_size, shuffle=False),
                 self._loader(self._datasets["test_new"], self.eval_batch_size, shuffle=False)]  # fmt: skip
 
-    def protocol(self) -> dict[str, Any]:
-        inner = self.data.protocol()
-        base, new = self._classes
-        proto = super().protocol()
-        proto.update(
-            {
-                "dataset": f"{inner['dataset']} base-to-new",
-                "eval_protocol": "base_to_new",
-                "wrapped": inner,
-                "base_classes": len(base),
-                "new_classes": len(new),
-                "shots": self.shots,
-                "shot_seed": self.shot_seed,
-                "shots_sha256": indices_sha256(self._train_positions),
-                "val": "wrapped module's val split, base classes",
-            }
-        )
-        return proto
 
-
-__all__ = ["BaseToNew", "ClassSet", "Relabelled", "kshot_indices", "harmonic_mean"]
+__all__ = ["FewShot", "BaseToNew", "ClassSet", "Relabelled", "kshot_indices", "harmonic_mean"]
