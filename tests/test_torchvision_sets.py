@@ -4,13 +4,16 @@ real on-disk layouts, official vs drawn splits, CoOp's split JSON, one-line erro
 import json
 
 import numpy as np
+import yaml
 import pytest
 import torch
 
+from ltbench.cli import run
 from ltbench.data import BaseToNew, TorchvisionSet
 from ltbench.data.synthetic import write_coop_split, write_fake_dtd, write_fake_eurosat
 from ltbench.data.torchvision_sets import SPECS
 from ltbench.errors import DataError, LTBenchError
+from tests.helpers import REPO
 
 DTD_CLASSES = ["banded", "blotchy", "braided", "bubbly", "bumpy"]
 EUROSAT_CLASSES = ["AnnualCrop", "Forest", "Highway", "River"]
@@ -83,3 +86,14 @@ def test_base_to_new_over_a_torchvision_set(tmp_path):
     assert dm.mean == TorchvisionSet.mean and dm.image_size == 16
     proto = dm.protocol()
     assert proto["dataset"] == "DTD base-to-new" and proto["wrapped"]["split"].startswith("torchvision DTD")
+
+
+@pytest.mark.parametrize("piece", sorted((REPO / "configs" / "data").glob("tv_*.yaml")), ids=lambda p: p.stem)
+def test_cross_dataset_targets_resolve_with_the_source_config(piece, capsys):
+    """Every cross-dataset target piece composes with the ImageNet source config (what `ltbench test` runs)."""
+    with pytest.raises(SystemExit) as exit_:
+        run(["test", "--config", str(REPO / "configs" / "cdc_imagenet_xd.yaml"), "--data", str(piece), "--print_config"])
+    assert exit_.value.code == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["data"]["class_path"] == "ltbench.data.TorchvisionSet"
+    assert printed["data"]["init_args"]["name"] in SPECS
