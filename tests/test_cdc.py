@@ -17,7 +17,7 @@ from ltbench.errors import LTBenchError
 from ltbench.losses import dirichlet_kl_to_uniform, trusted_cross_entropy
 from ltbench.methods import CDC, CoOp, CrossEntropy, ZeroShotCLIP
 from ltbench.metrics import UncertaintyAccuracy
-from ltbench.models.clip_prompt import TINY_CLIP
+from ltbench.models.clip_prompt import TINY_CLIP, FrozenCLIP
 from ltbench.models.device_augment import AUGMENT_SETS, random_views
 from ltbench.models.evidential import Opinion, combine, evidence, fuse, opinion_from_evidence
 from tests.helpers import REPO
@@ -25,6 +25,7 @@ from tests.helpers import REPO
 NAMES = ["zero", "one", "two", "three", "four"]
 TINY = dict(clip_model=TINY_CLIP, clip_pretrained=None, num_classes=5, class_names=NAMES, in_chans=1)
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+RANDOM_TOWER = ["--model.init_args.clip_pretrained", "null"]  # plumbing checks need no pre-trained tower
 
 
 def _cdc(**kw):
@@ -298,7 +299,7 @@ def test_base_to_new_halves_an_odd_class_count_like_coop():
 
 # ---- through the CLI ----------------------------------------------------------------------------------
 def test_zero_shot_tests_without_training(tmp_path):
-    main(["test", "--config", str(REPO / "configs" / "zeroshot_digits_b2n.yaml"), "--run_dir", str(tmp_path), *QUIET])
+    main(["test", "--config", str(REPO / "configs" / "zeroshot_digits_b2n.yaml"), "--run_dir", str(tmp_path), *RANDOM_TOWER, *QUIET])
     rec = json.loads(next(tmp_path.rglob("record.json")).read_text())
     assert rec["method"] == "ZeroShotCLIP" and rec["protocol"]["eval_protocol"] == "base_to_new"
     assert set(rec["metrics"]) >= {"base", "new", "hm"}
@@ -309,7 +310,7 @@ def test_zero_shot_tests_without_training(tmp_path):
 
 @pytest.mark.slow
 def test_cdc_fit_on_digits_base_to_new_records_uncertainty(tmp_path):
-    cli = run(["fit", "--config", str(REPO / "configs" / "cdc_digits_b2n.yaml"), "--run_dir", str(tmp_path), "--trainer.max_epochs", "2", *QUIET])
+    cli = run(["fit", "--config", str(REPO / "configs" / "cdc_digits_b2n.yaml"), "--run_dir", str(tmp_path), "--trainer.max_epochs", "2", *RANDOM_TOWER, *QUIET])
     rec = json.loads(cli.model.record_path.read_text())
     assert rec["method"] == "CDC" and {"base", "new", "hm", "base_mean_u", "new_mean_u"} <= set(rec["metrics"])
     u = rec["uncertainty"]["base"]
@@ -326,3 +327,24 @@ def test_few_shot_keeps_every_class_and_the_test_split():
     assert dm.class_names == [str(d) for d in range(10)] and dm.train_class_counts == [4] * 10
     assert not hasattr(dm, "test_class_sets") and len(dm.dataset("test")) == 500
     assert dm.protocol()["eval_protocol"] == "few_shot" and dm.protocol()["dataset"] == "DigitsLT"
+
+
+def test_digits_pretrained_tower_is_cached_by_its_recipe(tmp_path, monkeypatch):
+    """``ltbench-digits``: trained once from a seeded init on digits outside the test split, then loaded from the cache."""
+    from ltbench.models import clip_digits
+
+    monkeypatch.setenv("LTBENCH_CACHE", str(tmp_path))
+    monkeypatch.setattr(clip_digits, "RECIPE", {**clip_digits.RECIPE, "steps": 2, "batch": 8})
+    _, _, keep = clip_digits._pretraining_images()
+    assert len(keep) == 1797 - 500  # the Digits test images are never seen
+    torch.manual_seed(123)
+    path = clip_digits.digits_clip_checkpoint(TINY_CLIP)
+    after = torch.rand(1)
+    torch.manual_seed(123)
+    assert torch.equal(after, torch.rand(1))  # the caller's random stream is left as it was
+    stamp = path.stat().st_mtime_ns
+    assert clip_digits.digits_clip_checkpoint(TINY_CLIP) == path and path.stat().st_mtime_ns == stamp
+    random = FrozenCLIP(TINY_CLIP, None)
+    loaded = FrozenCLIP(TINY_CLIP, "ltbench-digits")
+    assert not torch.equal(random.clip.visual.proj, loaded.clip.visual.proj)
+    assert torch.equal(loaded.clip.visual.proj, torch.load(path, weights_only=True)["visual.proj"])

@@ -45,6 +45,7 @@ class CDC(CLIPPromptMethod):
         evidence_clamp: float = 10.0,
         fusion_min_normaliser: float = 1e-6,
         kl_anneal_epochs: Optional[float] = None,
+        kl_max_weight: float = 0.01,
         lambda_div: float = 0.1,
         lambda_con: float = 1.0,
         consistency: Literal["t0_embed", "t0_pred"] = "t0_embed",
@@ -63,6 +64,8 @@ class CDC(CLIPPromptMethod):
             fusion_min_normaliser: lower clamp of 1 - C in Dempster's rule.
             kl_anneal_epochs: the KL term's weight grows as min(1, global_step / steps of this many epochs);
                 null: half the training epochs.
+            kl_max_weight: the KL weight the ramp ends at (TMC: 1; ours 0.01: with CLIP logits every class has
+                evidence, and a full-weight KL term drags all logits down; see the card).
             lambda_div: weight of the diversity loss (mean cosine between templates' class embeddings).
             lambda_con: weight of the consistency loss with t0.
             consistency: ``t0_embed`` (1 - cos between each template's and t0's class embedding, KgCoOp-like) or
@@ -82,7 +85,7 @@ class CDC(CLIPPromptMethod):
         self.augmentation = augmentation
         self.evidence_fn, self.evidence_temperature, self.evidence_clamp = evidence_fn, evidence_temperature, evidence_clamp
         self.fusion_min_normaliser = fusion_min_normaliser
-        self.kl_anneal_epochs = kl_anneal_epochs
+        self.kl_anneal_epochs, self.kl_max_weight = kl_anneal_epochs, kl_max_weight
         self.lambda_div, self.lambda_con, self.consistency = lambda_div, lambda_con, consistency
         self._anneal_steps = 1
 
@@ -130,8 +133,9 @@ class CDC(CLIPPromptMethod):
         self._anneal_steps = max(1, round(epochs * per_epoch))
 
     def kl_weight(self) -> float:
-        """min(1, global step / annealing steps): tied to the global step, so a resumed run continues the ramp."""
-        return min(1.0, self.global_step / self._anneal_steps)
+        """kl_max_weight * min(1, global step / annealing steps): tied to the global step, so a resumed run
+        continues the ramp."""
+        return self.kl_max_weight * min(1.0, self.global_step / self._anneal_steps)
 
     def training_loss(self, out: dict[str, torch.Tensor], target: torch.Tensor) -> torch.Tensor:
         logits, text = out["logits"], out["text"]
@@ -174,6 +178,7 @@ class CDC(CLIPPromptMethod):
             "evidence": {"fn": self.evidence_fn, "temperature": self.evidence_temperature, "clamp": self.evidence_clamp},
             "fusion": f"Dempster's rule in template order, float32+, 1 - C >= {self.fusion_min_normaliser}",
             "kl_anneal_steps": self._anneal_steps,
+            "kl_max_weight": self.kl_max_weight,
             "loss": f"TCE(all templates + fused) + {self.lambda_div} div + {self.lambda_con} con({self.consistency})",
         }
 

@@ -29,6 +29,15 @@ TINY_CLIP = "ltbench-tiny-clip"
 PLACEHOLDER = "X"
 
 
+def fit_input(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Three channels at the tower's input size (bicubic, as CLIP's preprocessing), on the device."""
+    if x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
+    if tuple(x.shape[-2:]) != tuple(size):
+        x = F.interpolate(x, size=tuple(size), mode="bicubic", align_corners=False)
+    return x
+
+
 class FrozenCLIP(nn.Module):
     """open_clip model, frozen; ``encode_image``, ``encode_texts`` and ``encode_with_context``."""
 
@@ -88,12 +97,7 @@ class FrozenCLIP(nn.Module):
 
     # ---- image tower ---------------------------------------------------------------------------
     def fit_input(self, x: torch.Tensor) -> torch.Tensor:
-        """Three channels at the tower's input size (bicubic, as CLIP's preprocessing), on the device."""
-        if x.shape[1] == 1:
-            x = x.expand(-1, 3, -1, -1)
-        if tuple(x.shape[-2:]) != self.image_size:
-            x = F.interpolate(x, size=self.image_size, mode="bicubic", align_corners=False)
-        return x
+        return fit_input(x, self.image_size)
 
     def encode_image(self, x: torch.Tensor, fitted: bool = False) -> torch.Tensor:
         """Image embeddings (B, E), not normalised; ``fitted`` says ``x`` is already 3 x image_size."""
@@ -175,4 +179,4 @@ class FrozenCLIP(nn.Module):
         return f"model={self.model_name!r}, image_size={self.image_size}, logit_scale={self.logit_scale:.2f}, frozen"
 
 
-__all__ = ["FrozenCLIP", "TINY_CLIP"]
+__all__ = ["FrozenCLIP", "TINY_CLIP", "fit_input"]

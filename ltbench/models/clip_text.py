@@ -4,7 +4,8 @@ Any open_clip model name works (``RN50``, ``ViT-B-16``, ``hf-hub:...``), plus lt
 ``clip_configs/`` (``ltbench-tiny-text``: a 2-layer, 64-wide tower for tests and the embedded suite).
 Weights come from an open_clip pretrained tag (a download, so online), a local checkpoint file (an
 open_clip/OpenCLIP state dict, a whole-CLIP or text-only one, or OpenAI's TorchScript ``RN50.pt``),
-or nowhere (random initialisation).
+``ltbench-digits`` (the model pretrained on captioned digits and cached, ``clip_digits.py``), or
+nowhere (random initialisation).
 
 Only the text tower is kept; the image tower that open_clip builds alongside is dropped.
 """
@@ -27,6 +28,7 @@ CONFIG_DIR = Path(__file__).resolve().parent / "clip_configs"
 TINY_TEXT = "ltbench-tiny-text"
 DEFAULT_TEMPLATE = "a photo of a {}."
 _SCHEMAS = ("hf-hub:", "local-dir:")
+DIGITS_TAG = "ltbench-digits"
 
 
 def register_configs() -> None:
@@ -60,6 +62,10 @@ def build_clip(
         close = difflib.get_close_matches(model_name, open_clip.list_models(), n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise LTBenchError(f"unknown open_clip model {model_name!r}{hint} (any name in open_clip.list_models() works)")
+    if str(pretrained) == DIGITS_TAG:  # ltbench's own: pretrained on captioned digits, cached (clip_digits.py)
+        from ltbench.models.clip_digits import digits_clip_checkpoint
+
+        pretrained = digits_clip_checkpoint(model_name)
     tags = [] if model_name.startswith(_SCHEMAS) else open_clip.list_pretrained_tags_by_model(model_name)
     tag: Optional[str] = None
     path: Optional[Path] = None
