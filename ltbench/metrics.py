@@ -110,9 +110,9 @@ class ShotGroupAveragePrecision(Metric):
 
 
 class UncertaintyAccuracy(Metric):
-    """Mean predictive uncertainty u and accuracy against it: accuracy in equal-width u bins over [0, 1]
-    (with counts), and the mean u of correct and of wrong predictions. A trustworthy u is low where
-    accuracy is high."""
+    """Mean predictive uncertainty u and accuracy against it: accuracy in u quantile bins (equal counts, so
+    the bins stay informative when u is concentrated; edges and counts given), and the mean u of correct
+    and of wrong predictions. A trustworthy u is low where accuracy is high."""
 
     full_state_update = False
 
@@ -134,7 +134,8 @@ class UncertaintyAccuracy(Metric):
         u, correct, index = (dim_zero_cat(s) for s in (self.u, self.correct, self.index))
         keep = first_occurrence(index)
         u, correct = u[keep], correct[keep].float()
-        which = (u * self.bins).long().clamp(0, self.bins - 1)
+        edges = torch.quantile(u.double(), torch.linspace(0, 1, self.bins + 1, dtype=torch.float64, device=u.device)).to(u.dtype)
+        which = torch.bucketize(u, edges[1:-1], right=True)
         counts = torch.bincount(which, minlength=self.bins)
         hits = torch.bincount(which, weights=correct, minlength=self.bins)
         nan = torch.tensor(float("nan"), device=u.device)
@@ -142,7 +143,7 @@ class UncertaintyAccuracy(Metric):
             "mean_u": u.mean(),
             "mean_u_correct": u[correct > 0].mean() if (correct > 0).any() else nan,
             "mean_u_wrong": u[correct == 0].mean() if (correct == 0).any() else nan,
-            "bin_edges": torch.linspace(0, 1, self.bins + 1, device=u.device),
+            "bin_edges": edges,
             "bin_count": counts,
             "bin_acc": torch.where(counts > 0, hits / counts.clamp_min(1), nan),
         }
