@@ -203,7 +203,9 @@ class LTMethod(L.LightningModule):
     def test_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         if self._test_sets:
             self.activate_class_set(dataloader_idx)
-        self._evaluate(self._test_metrics[dataloader_idx], batch, self._uncertainty_metrics[dataloader_idx])
+        metric = self._test_metrics[dataloader_idx] if self._test_metrics else self.test_metric  # outside a trainer too
+        uncertainty = self._uncertainty_metrics[dataloader_idx] if self._uncertainty_metrics else None
+        self._evaluate(metric, batch, uncertainty)
 
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
         """``index``, ``scores`` and the method's extras; under class sets, also which set (``class_set``)."""
