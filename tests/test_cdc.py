@@ -348,3 +348,17 @@ def test_digits_pretrained_tower_is_cached_by_its_recipe(tmp_path, monkeypatch):
     loaded = FrozenCLIP(TINY_CLIP, "ltbench-digits")
     assert not torch.equal(random.clip.visual.proj, loaded.clip.visual.proj)
     assert torch.equal(loaded.clip.visual.proj, torch.load(path, weights_only=True)["visual.proj"])
+
+
+def test_predict_over_base_and_new_returns_scores_uncertainty_and_the_set(tmp_path):
+    import lightning as L
+
+    torch.manual_seed(0)
+    dm = _b2n(shots=2)
+    m = CDC(clip_model=TINY_CLIP, clip_pretrained=None, num_classes=dm.num_classes, class_names=dm.class_names, in_chans=1)
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    base, new = trainer.predict(m, datamodule=dm)
+    assert base[0]["scores"].shape[1] == 5 and new[0]["scores"].shape[1] == 5
+    assert (base[0]["class_set"] == 0).all() and (new[0]["class_set"] == 1).all()
+    assert ((base[0]["uncertainty"] > 0) & (base[0]["uncertainty"] <= 1)).all()
+    assert m.active_classes == dm.class_names  # back on the training classes afterwards
