@@ -194,4 +194,10 @@ def test_base_to_new_runs_get_base_new_hm_columns_sorted_by_hm():
     assert table["rows"][1]["Base"][:2] == pytest.approx((0.85, np.std([0.9, 0.8], ddof=1)))
     md = render_markdown(tables, "t")
     assert "| method | source | seeds | Base | New | HM |" in md
+    ref = Reference(
+        config="cdc", method="CDC", cite="Zhang et al. 2024", url="https://example.org", table="b2n table", dataset="D base-to-new",
+        task="base_to_new", metrics={"Base": 0.8, "New": None, "HM": None}, runs=3, protocol={"backbone": "ViT-B-16"},
+    )  # fmt: skip
+    rows = build_tables(recs, [ref])["D base-to-new"]["rows"]
+    assert rows[1]["source"] == "paper" and rows[1]["Base"][0] == pytest.approx(0.8)  # under its config's row (label cdc)
     assert "<svg" in render_html(tables, "t")  # group bars still drawn; no per-class plot against counts
