@@ -362,3 +362,21 @@ def test_predict_over_base_and_new_returns_scores_uncertainty_and_the_set(tmp_pa
     assert (base[0]["class_set"] == 0).all() and (new[0]["class_set"] == 1).all()
     assert ((base[0]["uncertainty"] > 0) & (base[0]["uncertainty"] <= 1)).all()
     assert m.active_classes == dm.class_names  # back on the training classes afterwards
+
+
+def test_cocoop_prompts_depend_on_the_image_and_train_the_meta_net():
+    from ltbench.methods import CoCoOp
+
+    torch.manual_seed(0)
+    m = CoCoOp(**TINY, n_ctx=4)
+    x = torch.randn(3, 1, 8, 8)
+    logits = m(x)
+    assert logits.shape == (3, 5)
+    logits.logsumexp(-1).sum().backward()
+    assert m.contexts.grad is not None and all(p.grad is not None for p in m.meta_net.parameters())
+    assert all(p.grad is None for p in m.clip.parameters())
+    with torch.no_grad():  # a zero meta-net shift gives CoOp's prompts for every image
+        for p in m.meta_net[-1].parameters():
+            p.zero_()
+        coop_text = torch.nn.functional.normalize(m.clip.encode_with_context(m.contexts, NAMES)[0], dim=-1)
+        assert torch.allclose(m(x), m.cosine_logits(m.image_features(x), coop_text), atol=1e-5)

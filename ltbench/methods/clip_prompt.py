@@ -1,4 +1,5 @@
-"""Prompt learning on a frozen CLIP: the shared base, zero-shot CLIP and CoOp (Zhou et al., IJCV'22).
+"""Prompt learning on a frozen CLIP: the shared base, zero-shot CLIP, CoOp (Zhou et al., IJCV'22) and
+CoCoOp (Zhou et al., CVPR'22).
 
 The methods score classes by name, so they can be tested on classes they never trained on
 (base-to-new): the data module's class sets are handed over at test time and each set's text
@@ -176,4 +177,34 @@ class CoOp(CLIPPromptMethod):
         return {**super().method_protocol(), "prompts": f"CoOp: 1 context of {hp.get('n_ctx')} tokens, init {hp.get('context_init')!r}, CE"}
 
 
-__all__ = ["CLIPPromptMethod", "ZeroShotCLIP", "CoOp"]
+class CoCoOp(CLIPPromptMethod):
+    """CoCoOp (Zhou et al., CVPR'22): CoOp's context plus an image-conditioned shift pi(x) from a small
+    meta-net (Linear(E -> E / ratio), ReLU, Linear(-> W)) of the normalised image feature, added to every
+    context token. Each image has its own prompts, so the text tower runs on B * C sequences per step
+    and at evaluation (nothing to cache): CoCoOp's own cost."""
+
+    def __init__(self, n_ctx: int = 4, context_init: str = DEFAULT_TEMPLATE, meta_ratio: int = 16, **kwargs: Any) -> None:
+        """
+        Args:
+            n_ctx: context tokens (CoCoOp: 4, "a photo of a" init).
+            context_init: template whose words before ``{}`` initialise the context.
+            meta_ratio: the meta-net's bottleneck, E / meta_ratio (CoCoOp: 16).
+        """
+        super().__init__(**kwargs)
+        self.init_contexts([context_init], n_ctx)
+        e = self.clip.embed_dim
+        hidden = max(1, e // meta_ratio)
+        self.meta_net = nn.Sequential(nn.Linear(e, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, self.clip.width))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        image = self.image_features(x)
+        context = self.contexts[0].unsqueeze(0) + self.meta_net(image).unsqueeze(1)  # (B, n_ctx, W)
+        text = F.normalize(self.clip.encode_with_context(context, self.active_classes), dim=-1)  # (B, C, E)
+        return self.logit_scale * torch.einsum("be,bce->bc", image.float(), text.float())
+
+    def method_protocol(self) -> dict[str, Any]:
+        hp = self.hparams
+        return {**super().method_protocol(), "prompts": f"CoCoOp: 1 context of {hp.get('n_ctx')} tokens + meta-net shift (E/{hp.get('meta_ratio')}), CE"}
+
+
+__all__ = ["CLIPPromptMethod", "ZeroShotCLIP", "CoOp", "CoCoOp"]
