@@ -122,7 +122,7 @@ class LTMethod(L.LightningModule):
         if any(list(names) != list(self.class_names) for names in class_sets):
             raise LTBenchError(
                 f"{type(self).__name__} scores only the classes it trained on, but the test data names other classes "
-                "(a base-to-new protocol needs an open-vocabulary method: ZeroShotCLIP, CoOp, CDC)"
+                "(a base-to-new protocol needs an open-vocabulary method: ZeroShotCLIP, CoOp, CoCoOp, CDC)"
             )
 
     def activate_class_set(self, index: int) -> None:
