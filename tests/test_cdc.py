@@ -348,6 +348,7 @@ def test_digits_pretrained_tower_is_cached_by_its_recipe(tmp_path, monkeypatch):
     loaded = FrozenCLIP(TINY_CLIP, "ltbench-digits")
     assert not torch.equal(random.clip.visual.proj, loaded.clip.visual.proj)
     assert torch.equal(loaded.clip.visual.proj, torch.load(path, weights_only=True)["visual.proj"])
+    assert loaded.weights_file == path.name and random.weights_file is None  # named in the run record
 
 
 def test_predict_over_base_and_new_returns_scores_uncertainty_and_the_set(tmp_path):

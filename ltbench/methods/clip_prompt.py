@@ -129,6 +129,7 @@ class CLIPPromptMethod(LTMethod):
             "clip": {
                 "model": self.clip.model_name,
                 "pretrained": hp.get("clip_pretrained"),
+                "weights_file": self.clip.weights_file,
                 "input_size": list(self.clip.image_size),
                 "logit_scale": self.logit_scale,
                 "frozen_params": self.clip.num_params(),

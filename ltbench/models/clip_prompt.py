@@ -48,6 +48,7 @@ class FrozenCLIP(nn.Module):
         clip, path = build_clip(model_name, pretrained, quick_gelu, what="CLIP")
         if path is not None:
             load_clip_weights(clip, path, model_name)
+        self.weights_file = path.name if path is not None else None  # ltbench-digits: the cache file, named by its recipe hash
         text = getattr(clip, "text", None)
         if text is None or not hasattr(text, "token_embedding") or getattr(text, "cls_emb", None) is not None:
             raise LTBenchError(f"CLIP {model_name!r}: prompt learning needs open_clip's causal TextTransformer (argmax/EOT pooling)")
