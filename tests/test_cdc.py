@@ -381,3 +381,17 @@ def test_cocoop_prompts_depend_on_the_image_and_train_the_meta_net():
             p.zero_()
         coop_text = torch.nn.functional.normalize(m.clip.encode_with_context(m.contexts, NAMES)[0], dim=-1)
         assert torch.allclose(m(x), m.cosine_logits(m.image_features(x), coop_text), atol=1e-5)
+
+
+@pytest.mark.slow
+def test_prompts_trained_on_some_classes_test_on_another_dataset(tmp_path):
+    """Cross-dataset: a checkpoint holds class-agnostic prompts, so `ltbench test` scores the target's own classes."""
+    cfg = str(REPO / "configs" / "cdc_digits_b2n.yaml")
+    run(["fit", "--config", cfg, "--run_dir", str(tmp_path), "--trainer.max_epochs", "1", "--test_after_fit", "false", *RANDOM_TOWER, *QUIET])
+    ckpt = next(tmp_path.rglob("last.ckpt"))
+    cli = run(["test", "--config", cfg, "--data", str(REPO / "configs" / "data" / "digits_lt.yaml"), "--ckpt_path", str(ckpt),
+               "--run_dir", str(tmp_path / "xd"), *RANDOM_TOWER, *QUIET])  # fmt: skip
+    rec = json.loads(cli.model.record_path.read_text())
+    assert rec["dataset"] == "DigitsLT" and len(rec["per_class"]["class_names"]) == 10 and "acc" in rec["metrics"]
+    trained = torch.load(ckpt, weights_only=True)["state_dict"]["contexts"]
+    assert torch.equal(cli.model.contexts.detach(), trained)
