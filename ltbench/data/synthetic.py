@@ -30,27 +30,37 @@ def _md5s(root: Path, folder: str) -> dict[str, str]:
     return {f"{folder}/{p.name}": hashlib.md5(p.read_bytes()).hexdigest() for p in sorted((root / folder).iterdir())}
 
 
-def write_fake_cifar(root: str | Path, seed: int = 0) -> dict[str, str]:
+def write_fake_cifar(
+    root: str | Path, seed: int = 0, datasets: tuple[str, ...] = ("cifar10", "cifar100"), cifar100_per_class: int = 500
+) -> dict[str, str]:
     """torchvision's CIFAR-10 and CIFAR-100 python layouts under ``root``; returns the files' MD5s
-    keyed as ``ltbench.data.cifar.MD5S`` keys them."""
+    keyed as ``ltbench.data.cifar.MD5S`` keys them.
+
+    ``datasets`` picks which to write; ``cifar100_per_class`` shrinks CIFAR-100's training set
+    (500 per class is the real size; the LDAM subset scales with it) for quick tests.
+    """
     root = Path(root)
     rng = np.random.default_rng(seed)
-    c10 = root / "cifar-10-batches-py"
-    c10.mkdir(parents=True, exist_ok=True)
-    data, labels = _split(rng, 10, 5000)
-    for b in range(5):
-        sl = slice(b * 10000, (b + 1) * 10000)
-        _dump(c10 / f"data_batch_{b + 1}", {"batch_label": f"training batch {b + 1} of 5", "labels": labels[sl],
-                                            "data": data[sl], "filenames": [f"{i}.png" for i in range(10000)]})
-    data, labels = _split(rng, 10, 1000)
-    _dump(c10 / "test_batch", {"batch_label": "testing batch 1 of 1", "labels": labels, "data": data})
-    _dump(c10 / "batches.meta", {"label_names": CIFAR10_NAMES, "num_cases_per_batch": 10000})
-
-    c100 = root / "cifar-100-python"
-    c100.mkdir(parents=True, exist_ok=True)
-    for name, per_class in (("train", 500), ("test", 100)):
-        data, labels = _split(rng, 100, per_class)
-        _dump(c100 / name, {"fine_labels": labels, "coarse_labels": [x // 5 for x in labels], "data": data})
-    _dump(c100 / "meta", {"fine_label_names": [f"fine{i}" for i in range(100)],
-                          "coarse_label_names": [f"coarse{i}" for i in range(20)]})
-    return {**_md5s(root, "cifar-10-batches-py"), **_md5s(root, "cifar-100-python")}
+    md5s: dict[str, str] = {}
+    if "cifar10" in datasets:
+        c10 = root / "cifar-10-batches-py"
+        c10.mkdir(parents=True, exist_ok=True)
+        data, labels = _split(rng, 10, 5000)
+        for b in range(5):
+            sl = slice(b * 10000, (b + 1) * 10000)
+            _dump(c10 / f"data_batch_{b + 1}", {"batch_label": f"training batch {b + 1} of 5", "labels": labels[sl],
+                                                "data": data[sl], "filenames": [f"{i}.png" for i in range(10000)]})
+        data, labels = _split(rng, 10, 1000)
+        _dump(c10 / "test_batch", {"batch_label": "testing batch 1 of 1", "labels": labels, "data": data})
+        _dump(c10 / "batches.meta", {"label_names": CIFAR10_NAMES, "num_cases_per_batch": 10000})
+        md5s.update(_md5s(root, "cifar-10-batches-py"))
+    if "cifar100" in datasets:
+        c100 = root / "cifar-100-python"
+        c100.mkdir(parents=True, exist_ok=True)
+        for name, per_class in (("train", cifar100_per_class), ("test", 100)):
+            data, labels = _split(rng, 100, per_class)
+            _dump(c100 / name, {"fine_labels": labels, "coarse_labels": [x // 5 for x in labels], "data": data})
+        _dump(c100 / "meta", {"fine_label_names": [f"fine{i}" for i in range(100)],
+                              "coarse_label_names": [f"coarse{i}" for i in range(20)]})
+        md5s.update(_md5s(root, "cifar-100-python"))
+    return md5s
