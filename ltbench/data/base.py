@@ -168,6 +168,10 @@ class LTDataModule(L.LightningDataModule):
             **kwargs,
         )
 
+    def train_collate_fn(self) -> Optional[Any]:
+        """The training loader's collate function; ``None`` is PyTorch's default."""
+        return None
+
     # ---- the split held on the device ----------------------------------------------------------
     def device_split(self, split: Split) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
         """Images (N, C, H, W) in their stored dtype and targets of ``split``, for ``device_cache``;
@@ -232,7 +236,8 @@ class LTDataModule(L.LightningDataModule):
         )
         if self.uses_device_cache():
             return self._device_batches("train", self.batch_size, sampler)
-        return self._loader(self.dataset("train"), self.batch_size, sampler=sampler, drop_last=self.drop_last)
+        return self._loader(self.dataset("train"), self.batch_size, sampler=sampler, drop_last=self.drop_last,
+                            collate_fn=self.train_collate_fn())
 
     def val_dataloader(self) -> Union[DataLoader, DeviceBatches]:
         if self.uses_device_cache():

@@ -64,3 +64,55 @@ def write_fake_cifar(
                               "coarse_label_names": [f"coarse{i}" for i in range(20)]})
         md5s.update(_md5s(root, "cifar-100-python"))
     return md5s
+
+
+#: typical ImageNet image shapes (H, W); the mean file is about 400 x 350
+IMAGENET_SHAPES = ((375, 500), (500, 375), (333, 500), (500, 333), (500, 500), (281, 500))
+
+
+def write_fake_image_list(
+    root: str | Path,
+    class_counts: list[int],
+    prefix: str = "ImageNet_LT",
+    shapes: tuple[tuple[int, int], ...] = IMAGENET_SHAPES,
+    eval_per_class: int = 1,
+    quality: int = 90,
+    seed: int = 0,
+) -> Path:
+    """A JPEG tree in the ImageNet-LT list layout under ``root``: ``train/n<class>/<i>.JPEG`` and
+    ``val/...`` images, ``<prefix>_{train,val,test}.txt`` lists; returns the list folder (``root``).
+
+    Images are smooth random fields plus noise (natural-image-like JPEG sizes and decode cost), of
+    the given shapes in turn; ``class_counts`` gives the training images per class.
+    """
+    from PIL import Image
+
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    k = 0
+
+    def image(path: Path) -> None:
+        nonlocal k
+        h, w = shapes[k % len(shapes)]
+        k += 1
+        coarse = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+        smooth = np.asarray(Image.fromarray(coarse).resize((w, h), Image.BILINEAR), dtype=np.int16)
+        pixels = np.clip(smooth + rng.normal(0, 8, smooth.shape), 0, 255).astype(np.uint8)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels).save(path, quality=quality)
+
+    rows: dict[str, list[str]] = {"train": [], "val": [], "test": []}
+    for c, n in enumerate(class_counts):
+        wnid = f"n{c:08d}"
+        for i in range(n):
+            rel = f"train/{wnid}/{wnid}_{i}.JPEG"
+            image(root / rel)
+            rows["train"].append(f"{rel} {c}")
+        for split in ("val", "test"):
+            for i in range(eval_per_class):
+                rel = f"val/{wnid}/{split}_{i}.JPEG"
+                image(root / rel)
+                rows[split].append(f"{rel} {c}")
+    for split, lines in rows.items():
+        (root / f"{prefix}_{split}.txt").write_text("\n".join(lines) + "\n")
+    return root
