@@ -116,7 +116,8 @@ def crop_resize(images: list[torch.Tensor], boxes: torch.Tensor, size: int) -> t
     """Resample each image's box (top, left, h, w) to ``size`` x ``size``: float (B, C, size, size) in [0, 255].
 
     Images are zero-padded into shared buffers (grouped under ``PAD_BUDGET`` elements) and cropped by
-    ``roi_align`` with adaptive sampling, which averages several bilinear samples per output pixel.
+    one ``roi_align`` call per buffer with adaptive sampling, which averages several bilinear samples
+    per output pixel.
     """
     device = images[0].device
     out, start = [], 0
@@ -128,9 +129,10 @@ def crop_resize(images: list[torch.Tensor], boxes: torch.Tensor, size: int) -> t
             if end > start and (end - start + 1) * 3 * nh * nw > PAD_BUDGET:
                 break
             hmax, wmax, end = nh, nw, end + 1
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # nested tensors are a "prototype" API
-            padded = torch.nested.nested_tensor(images[start:end]).to_padded_tensor(0).float()
+        padded = torch.zeros(end - start, images[start].shape[0], hmax, wmax, dtype=torch.uint8, device=device)
+        for k, im in enumerate(images[start:end]):  # copies only: decode_jpeg hands back a list
+            padded[k, :, : im.shape[-2], : im.shape[-1]] = im
+        padded = padded.float()
         bx = boxes[start:end].to(device=device, dtype=torch.float32)
         rois = torch.stack(
             [torch.arange(end - start, device=device, dtype=torch.float32), bx[:, 1], bx[:, 0], bx[:, 1] + bx[:, 3], bx[:, 0] + bx[:, 2]], 1
