@@ -149,3 +149,35 @@ def test_cifar_fit_through_the_device_cache(cifar_dm):
     trainer.fit(model, dm)
     assert trainer.global_step == 3
     assert model.embed_mean.abs().sum() > 0
+
+
+@pytest.mark.slow
+def test_two_process_ddp_through_the_device_cache_reports_what_the_loader_path_reports(tmp_path):
+    """2 gloo processes, each drawing its stride on its own copy of the split; evaluation pads like
+    DistributedSampler and the metric drops the duplicates, so the record equals a 1-process test of
+    the same checkpoint through the ordinary DataLoader."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from ltbench.cli import run
+    from tests.helpers import CE_DIGITS, REPO
+
+    common = ["--config", CE_DIGITS, "--trainer.max_epochs", "2", "--run_dir", str(tmp_path), "--trainer.enable_progress_bar", "false",
+              "--data.init_args.eval_batch_size", "37"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "ltbench.cli", "fit", *common, "--config", str(REPO / "configs" / "strategy" / "ddp_cpu.yaml"),
+         "--data.init_args.device_cache", "true", "--version", "two"],
+        cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    two_dir = tmp_path / "CrossEntropy-DigitsLT" / "two"
+    two = json.loads((two_dir / "record.json").read_text())
+    assert two["throughput"]["devices"] == 2
+    one_cli = run(["test", *common, "--ckpt_path", str(two_dir / "checkpoints" / "last.ckpt"), "--version", "one",
+                   "--data.init_args.device_cache", "false"])
+    one = json.loads(Path(one_cli.model.record_path).read_text())
+    assert two["num_test_samples"] == one["num_test_samples"] == 500
+    assert two["metrics"] == pytest.approx(one["metrics"], abs=1e-7)
