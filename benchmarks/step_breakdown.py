@@ -98,6 +98,26 @@ def measure(steps: dict[str, Callable[[], None]], rounds: int, per_round: int, w
     return times
 
 
+def op_profile(steps: dict[str, Callable[[], None]], names: tuple[str, str], n: int = 3, top: int = 12) -> list[dict[str, Any]]:
+    """Self CPU time per operator over ``n`` steps of two variants (torch.profiler): the operators whose
+    time differs most, and each variant's total. Operator time is robust to other load on the machine
+    in a way wall time is not."""
+    from torch.profiler import ProfilerActivity, profile
+
+    totals = {}
+    for name in names:
+        steps[name]()
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(n):
+                steps[name]()
+        totals[name] = {e.key: e.self_cpu_time_total / n / 1e3 for e in prof.key_averages()}
+    a, b = (totals[k] for k in names)
+    keys = sorted(set(a) | set(b), key=lambda k: -abs(b.get(k, 0.0) - a.get(k, 0.0)))
+    rows = [{"op": k, f"{names[0]} ms": a.get(k, 0.0), f"{names[1]} ms": b.get(k, 0.0)} for k in keys[:top]]
+    rows.append({"op": "TOTAL", f"{names[0]} ms": sum(a.values()), f"{names[1]} ms": sum(b.values())})
+    return rows
+
+
 def main(argv: Optional[list[str]] = None) -> list[dict[str, Any]]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backbone", default="resnet32_bbn")
@@ -111,6 +131,7 @@ def main(argv: Optional[list[str]] = None) -> list[dict[str, Any]]:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--profile", action="store_true", help="also an operator-level comparison (torch.profiler) of the two main variants")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -129,6 +150,13 @@ def main(argv: Optional[list[str]] = None) -> list[dict[str, Any]]:
     print("|---|---|---|")
     for r in rows:
         print(f"| {r['variant']} | {r['ms_per_step_median']:.1f} | {r['speed_vs_model_alone']:.3f} |")
+    if args.profile:
+        names = ("model alone", "ltbench step")
+        prof = op_profile(steps, names)
+        print(f"\n| operator (self CPU, ms/step) | {names[0]} | {names[1]} |\n|---|---|---|")
+        for r in prof:
+            print(f"| {r['op']} | {r[names[0] + ' ms']:.2f} | {r[names[1] + ' ms']:.2f} |")
+        rows = rows + [{"profile": prof}]
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
     return rows
