@@ -163,7 +163,7 @@ class StepTimer(L.Callback):
 
 def ltbench_fit(root: str, sizes: Sizes, run_dir: str, label: str, device_cache: bool, compiled: bool, epochs: int,
                 precision: str = "bf16-mixed", extra_callbacks: tuple = ()) -> dict[str, Any]:
-    from ltbench.cli import run
+    from ltbench.runner import run
     from ltbench.speedups import Speedups
 
     device = torch.device(sizes.device)

@@ -81,7 +81,7 @@ def make_loader(root: str, batch_size: int, workers: int, imb_ratio: float, pin:
 
 def build_model(config: str, root: str) -> torch.nn.Module:
     """The config's network (backbone + head + head-direction buffer) as a plain ``nn.Module``."""
-    from ltbench.cli import build
+    from ltbench.runner import build
 
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
     model, _ = build(["--config", config, "--data.init_args.root", root, "--trainer.logger", "false"])

@@ -162,7 +162,7 @@ def test_two_process_ddp_through_the_device_cache_reports_what_the_loader_path_r
     import sys
     from pathlib import Path
 
-    from ltbench.cli import run
+    from ltbench.runner import run
     from tests.helpers import CE_DIGITS, REPO
 
     common = ["--config", CE_DIGITS, "--trainer.max_epochs", "2", "--run_dir", str(tmp_path), "--trainer.enable_progress_bar", "false",

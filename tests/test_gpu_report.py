@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 
 import pytest
 
-from tests.helpers import REPO
+from tests.helpers import load_benchmark_script
 
 
 @pytest.mark.slow
@@ -16,10 +14,7 @@ def test_smoke_report_has_every_section(tmp_path, monkeypatch):
     from ltbench.data import cifar
 
     monkeypatch.setattr(cifar, "MD5S", dict(cifar.MD5S))  # the report adds its synthetic files' checksums
-    spec = importlib.util.spec_from_file_location("gpu_report", REPO / "benchmarks" / "gpu_report.py")
-    bench = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = bench  # its dataclass looks its module up there
-    spec.loader.exec_module(bench)
+    bench = load_benchmark_script("gpu_report")
     bench.main(["--out", str(tmp_path), "--smoke"])
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["errors"] == {}

@@ -10,6 +10,7 @@ distributed evaluation sampler pads in.
 from __future__ import annotations
 
 import os
+import warnings
 from functools import cached_property
 from typing import Any, ClassVar, Literal, Optional, Sequence, Union
 
@@ -55,6 +56,12 @@ class LTDataModule(L.LightningDataModule):
                 ``device_split``: CIFAR-LT, Digits); ``None`` turns it on when training on CUDA.
         """
         super().__init__()
+        for key, value, least in (("batch_size", batch_size, 1), ("eval_batch_size", eval_batch_size, 1), ("num_workers", num_workers, 0),
+                                  ("epoch_samples", epoch_samples, 1), ("class_aware_samples", class_aware_samples, 1)):  # fmt: skip
+            if key == "num_workers" and value == "auto":
+                continue
+            if value is not None and not (isinstance(value, int) and value >= least):
+                raise LTBenchError(f"data.init_args.{key}: expected an integer >= {least}, got {value!r}")
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
@@ -108,8 +115,20 @@ class LTDataModule(L.LightningDataModule):
     @cached_property
     def train_class_counts(self) -> list[int]:
         t = self.train_targets
-        counts = t.sum(0) if t.ndim == 2 else np.bincount(t, minlength=self.num_classes)
-        return [int(c) for c in counts]
+        counts = [int(c) for c in (t.sum(0) if t.ndim == 2 else np.bincount(t, minlength=self.num_classes))]
+        if empty := [self.class_names[i] for i, c in enumerate(counts) if c == 0]:
+            # e.g. labels shifted by one: such a class would silently count as "few" and score n/a
+            shown = ", ".join(empty[:10]) + (f" and {len(empty) - 10} more" if len(empty) > 10 else "")
+            warnings.warn(
+                f"{type(self).__name__}: {len(empty)} of {self.num_classes} classes have no training image ({shown}); "
+                "check the training labels",
+                stacklevel=2,
+            )
+        return counts
+
+    @property
+    def classes_without_training_images(self) -> list[str]:
+        return [self.class_names[i] for i, c in enumerate(self.train_class_counts) if c == 0]
 
     @property
     def groups(self) -> dict[str, np.ndarray]:
@@ -128,6 +147,7 @@ class LTDataModule(L.LightningDataModule):
             "group_sizes": {k: int(v.sum()) for k, v in groups.items()},
             "sampler": self.sampler,
             "epoch_samples": self.epoch_samples or self.num_train,
+            "classes_without_training_images": self.classes_without_training_images,
             **self.protocol_extras(),
         }
 
@@ -159,6 +179,9 @@ class LTDataModule(L.LightningDataModule):
 
     def _loader(self, dataset: Dataset, batch_size: int, **kwargs: Any) -> DataLoader:
         workers = self._workers()
+        # in-memory datasets fetch a batch at once (``__getitems__``) and bring their own collate
+        if kwargs.get("collate_fn") is None:
+            kwargs["collate_fn"] = getattr(dataset, "collate_fn", None)
         return DataLoader(
             dataset,
             batch_size=batch_size,
