@@ -70,14 +70,14 @@ def mfu(images_per_s: float, flops_per_image: float, device_name: str) -> Option
     return None if peak is None else images_per_s * flops_per_image / peak
 
 
-def throughput_extras(images_per_s: Optional[float], flops_per_image: float, device: Any) -> dict[str, Any]:
-    """The FLOP facts a run record's ``throughput`` carries."""
+def throughput_extras(images_per_s: Optional[float], flops_per_image: float, device: Any, devices: int = 1) -> dict[str, Any]:
+    """The FLOP facts a run record's ``throughput`` carries; ``images_per_s`` is over all ``devices``."""
     dev = torch.device(device)
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
     out: dict[str, Any] = {"backbone_gflops_per_image": flops_per_image / 1e9, "device_name": name}
     if images_per_s:
         out["achieved_tflops"] = images_per_s * flops_per_image / 1e12
-        m = mfu(images_per_s, flops_per_image, name)
+        m = mfu(images_per_s / max(devices, 1), flops_per_image, name)
         if m is not None:
             out["mfu_bf16_dense"] = m
     return out

@@ -104,7 +104,9 @@ class Speedups(L.Callback):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         throughput = getattr(pl_module, "throughput", None)
         if self.flops_per_image and isinstance(throughput, dict):
-            throughput.update(throughput_extras(throughput.get("train_images_per_s"), self.flops_per_image, pl_module.device))
+            throughput.update(
+                throughput_extras(throughput.get("train_images_per_s"), self.flops_per_image, pl_module.device, int(throughput.get("devices", 1)))
+            )
 
     def state_dict(self) -> dict[str, Any]:
         return {"flops_per_image": self.flops_per_image}

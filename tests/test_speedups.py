@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ltbench.data.digits import DigitsLT
-from ltbench.flops import mfu, peak_bf16_flops, train_flops_per_image
+from ltbench.flops import mfu, peak_bf16_flops, throughput_extras, train_flops_per_image
 from ltbench.methods import TDE
 from ltbench.models.backbone import Backbone
 from ltbench.speedups import Speedups, apply_speedups
@@ -44,6 +44,15 @@ def test_peak_table(name, peak):
 def test_mfu_is_achieved_over_peak():
     assert mfu(5000.0, 25.6e9, "NVIDIA H200") == pytest.approx(5000 * 25.6e9 / 989.4e12)
     assert mfu(5000.0, 25.6e9, "cpu") is None
+
+
+def test_record_mfu_is_per_device(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100 80GB HBM3")
+    one = throughput_extras(8000.0, 25.6e9, "cuda:0", devices=1)
+    two = throughput_extras(8000.0, 25.6e9, "cuda:0", devices=2)
+    assert one["mfu_bf16_dense"] == pytest.approx(8000 * 25.6e9 / 989.4e12)
+    assert two["mfu_bf16_dense"] == pytest.approx(one["mfu_bf16_dense"] / 2)
+    assert two["achieved_tflops"] == pytest.approx(8000 * 25.6e9 / 1e12)  # all devices together
 
 
 def test_channels_last_and_compile_keep_outputs_and_parameter_names():
