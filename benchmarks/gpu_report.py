@@ -79,6 +79,7 @@ class Sizes:
     jpeg_size: int
     jpeg_batch: int
     jpeg_epochs: int
+    jpeg_distinct: int
 
 
 def full_sizes() -> Sizes:
@@ -87,14 +88,16 @@ def full_sizes() -> Sizes:
     return Sizes(device="cuda", cifar_per_class=500, ref_steps=300, ref_warmup=20, ref_workers=min(12, os.cpu_count() or 1),
                  batch=256, eval_batch=500, fit_epochs=30, loader_fit_epochs=6, limit_train_batches=None, limit_val_batches=None,
                  sync_steps=20, resnext_batch=256, resnext_size=224, resnext_steps=30, resnext_warmup=10, compile_backend="inductor",
-                 jpeg_classes=64, jpeg_per_class=48, jpeg_shapes=IMAGENET_SHAPES, jpeg_size=224, jpeg_batch=256, jpeg_epochs=3)
+                 jpeg_classes=64, jpeg_per_class=48, jpeg_shapes=IMAGENET_SHAPES, jpeg_size=224, jpeg_batch=256, jpeg_epochs=3,
+                 jpeg_distinct=384)
 
 
 def smoke_sizes() -> Sizes:
     return Sizes(device="cpu", cifar_per_class=100, ref_steps=2, ref_warmup=1, ref_workers=0, batch=16, eval_batch=16,
                  fit_epochs=2, loader_fit_epochs=2, limit_train_batches=2, limit_val_batches=2, sync_steps=2,
                  resnext_batch=2, resnext_size=64, resnext_steps=1, resnext_warmup=1, compile_backend="eager",
-                 jpeg_classes=2, jpeg_per_class=6, jpeg_shapes=((60, 80), (80, 60)), jpeg_size=48, jpeg_batch=4, jpeg_epochs=2)
+                 jpeg_classes=2, jpeg_per_class=6, jpeg_shapes=((60, 80), (80, 60)), jpeg_size=48, jpeg_batch=4, jpeg_epochs=2,
+                 jpeg_distinct=8)
 
 
 def _load(name: str) -> Any:
@@ -335,7 +338,7 @@ def section_jpeg(sizes: Sizes, tmp: str, rows: dict[str, Any]) -> None:
     device = torch.device(sizes.device)
     root = os.path.join(tmp, "imagenet_lt")
     t0 = time.perf_counter()
-    write_fake_image_list(root, [sizes.jpeg_per_class] * sizes.jpeg_classes, shapes=sizes.jpeg_shapes)
+    write_fake_image_list(root, [sizes.jpeg_per_class] * sizes.jpeg_classes, shapes=sizes.jpeg_shapes, distinct=sizes.jpeg_distinct)
     write_s = time.perf_counter() - t0
     out = rows.setdefault("jpeg", [])
     workers = auto_workers(1) if sizes.device == "cuda" else 0

@@ -7,8 +7,10 @@ data pipeline, never a result. Their checksums are returned, since they are not 
 from __future__ import annotations
 
 import hashlib
+import io
 import pickle
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -78,12 +80,15 @@ def write_fake_image_list(
     eval_per_class: int = 1,
     quality: int = 90,
     seed: int = 0,
+    distinct: Optional[int] = None,
 ) -> Path:
     """A JPEG tree in the ImageNet-LT list layout under ``root``: ``train/n<class>/<i>.JPEG`` and
     ``val/...`` images, ``<prefix>_{train,val,test}.txt`` lists; returns the list folder (``root``).
 
     Images are smooth random fields plus noise (natural-image-like JPEG sizes and decode cost), of
-    the given shapes in turn; ``class_counts`` gives the training images per class.
+    the given shapes in turn; ``class_counts`` gives the training images per class. With ``distinct``
+    only that many images are encoded and later files repeat their bytes (a large tree written fast;
+    decoding costs the same).
     """
     from PIL import Image
 
@@ -91,15 +96,24 @@ def write_fake_image_list(
     rng = np.random.default_rng(seed)
     k = 0
 
+    encoded: list[bytes] = []
+
     def image(path: Path) -> None:
         nonlocal k
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if distinct is not None and k >= distinct:
+            path.write_bytes(encoded[k % distinct])
+            k += 1
+            return
         h, w = shapes[k % len(shapes)]
         k += 1
         coarse = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
         smooth = np.asarray(Image.fromarray(coarse).resize((w, h), Image.BILINEAR), dtype=np.int16)
-        pixels = np.clip(smooth + rng.normal(0, 8, smooth.shape), 0, 255).astype(np.uint8)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(pixels).save(path, quality=quality)
+        pixels = np.clip(smooth + rng.integers(-12, 13, smooth.shape, dtype=np.int16), 0, 255).astype(np.uint8)
+        buf = io.BytesIO()
+        Image.fromarray(pixels).save(buf, format="JPEG", quality=quality)
+        encoded.append(buf.getvalue())
+        path.write_bytes(encoded[-1])
 
     rows: dict[str, list[str]] = {"train": [], "val": [], "test": []}
     for c, n in enumerate(class_counts):
