@@ -49,6 +49,10 @@ def main(args: Optional[list[str]] = None) -> Any:
 
         command = importlib.import_module(COMMANDS[head][0])
         return _exit(exit_on_user_error(lambda: command.main(argv[1:]), f"ltbench {head}"))
+    if head not in LIGHTNING and not head.startswith("-"):
+        print(usage(), file=sys.stderr)
+        print(f"ltbench: error: unknown subcommand {head!r} (choose from {', '.join([*LIGHTNING, *COMMANDS])})", file=sys.stderr)
+        sys.exit(2)
     from ltbench.runner import run
 
     # None (not sys.argv's copy) when run from the shell: LightningCLI warns when given both

@@ -472,14 +472,38 @@ def plan(suite: Suite, shard: Optional[tuple[int, int]] = None) -> tuple[list[tu
     return mine, [(e, s) for e, s in mine if not is_done(suite, e, s, resolver)]
 
 
-def run_suite(
-    suite: Suite, progress: Callable[[str], None] = print, shard: Optional[tuple[int, int]] = None
-) -> list[tuple[Entry, int, Optional[str]]]:
-    """Run every missing (entry, seed) of this runner's share in-process; (entry, seed, error or None) per run."""
-    from tqdm.auto import tqdm
+QUIET = ("--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false")
 
+
+def run_one(args: list[str], threads: Optional[int] = None) -> Optional[str]:
+    """One suite run, in this process: ``ltbench fit ARGS``; its error line, or None.
+
+    ``threads`` caps torch's intra-op threads (parallel suite workers share the cores)."""
     from ltbench.errors import user_error
     from ltbench.runner import run
+
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=IN_PROCESS_WARNING)
+            run(["fit", *args, *QUIET])
+        return None
+    except Exception as e:  # one broken run must not stop the suite
+        return user_error(e) or f"{type(e).__name__}: {e}"
+
+
+def run_suite(
+    suite: Suite, progress: Callable[[str], None] = print, shard: Optional[tuple[int, int]] = None, jobs: int = 1
+) -> list[tuple[Entry, int, Optional[str]]]:
+    """Run every missing (entry, seed) of this runner's share; (entry, seed, error or None) per run.
+
+    Runs are in-process (imports paid once). With ``jobs > 1`` they are spread over that many worker
+    processes, each running its share in-process with ``cores // jobs`` torch threads; every run is
+    seeded by itself, so which worker runs it does not matter."""
+    from tqdm.auto import tqdm
 
     # W&B pieces in a suite (or sweep commands) log locally unless the user asks for online
     os.environ.setdefault("WANDB_MODE", "offline")
@@ -487,16 +511,32 @@ def run_suite(
     share = f" (shard {shard[0]}/{shard[1]})" if shard else ""
     progress(f"suite {suite.name}{share}: {len(mine)} runs, {len(mine) - len(todo)} already recorded, {len(todo)} to run")
     results = []
-    bar = tqdm(todo, desc=f"suite {suite.name}", unit="run", dynamic_ncols=True)
-    for entry, seed in bar:
-        bar.set_postfix_str(f"{entry.label} seed {seed}")
-        try:
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message=IN_PROCESS_WARNING)
-                run(["fit", *suite.run_args(entry, seed), "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"])
-            results.append((entry, seed, None))
-        except Exception as e:  # one broken run must not stop the suite
-            message = user_error(e) or f"{type(e).__name__}: {e}"
+    bar = tqdm(total=len(todo), desc=f"suite {suite.name}", unit="run", dynamic_ncols=True)
+
+    def done(entry: Entry, seed: int, message: Optional[str]) -> None:
+        if message is not None:
             progress(f"run {entry.label} seed {seed} failed: {message}")
-            results.append((entry, seed, message))
-    return results
+        results.append((entry, seed, message))
+        bar.update()
+
+    if jobs <= 1 or len(todo) <= 1:
+        for entry, seed in todo:
+            bar.set_postfix_str(f"{entry.label} seed {seed}")
+            done(entry, seed, run_one(suite.run_args(entry, seed)))
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        threads = max(1, cores // jobs)
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = {pool.submit(run_one, suite.run_args(e, s), threads): (e, s) for e, s in todo}
+            try:
+                for future in as_completed(futures):
+                    done(*futures[future], future.result())
+            except BaseException:
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+    bar.close()
+    order = {(e.label, s): i for i, (e, s) in enumerate(todo)}
+    return sorted(results, key=lambda r: order[(r[0].label, r[1])])

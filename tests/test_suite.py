@@ -16,7 +16,7 @@ LA = REPO / "configs" / "la_digits_lt.yaml"
 
 def _suite_file(tmp_path, configs, **extra):
     bench = tmp_path / "benchmarks"
-    bench.mkdir(exist_ok=True)
+    bench.mkdir(parents=True, exist_ok=True)
     path = bench / "s.yaml"
     body = {"name": "s", "configs": [str(c) for c in configs], "seeds": [0, 1], "run_dir": str(tmp_path / "runs"), "output": str(tmp_path / "board"), **extra}
     path.write_text(json.dumps(body))
@@ -124,3 +124,16 @@ def test_suite_runs_missing_runs_once_resumes_and_renders(tmp_path, capsys):
     path = _suite_file(tmp_path, [CE], overrides=["--trainer.max_epochs", "1"])
     assert leaderboard_main([str(path), "--render-only"]) == 0
     assert not is_done(Suite.load(path), CE, 0)
+
+
+@pytest.mark.slow
+def test_parallel_suite_workers_write_the_records_of_a_serial_suite(tmp_path):
+    """--jobs 2 spreads runs over two worker processes; each run's numbers are those of a serial suite."""
+    serial = _suite_file(tmp_path / "serial", [CE, LA], overrides=["--trainer.max_epochs", "2"], seeds=[0])
+    parallel = _suite_file(tmp_path / "parallel", [CE, LA], overrides=["--trainer.max_epochs", "2"], seeds=[0])
+    assert leaderboard_main([str(serial)]) == 0
+    assert leaderboard_main([str(parallel), "--jobs", "2"]) == 0
+    for name in ("ce_digits_lt", "la_digits_lt"):
+        a = json.loads((tmp_path / "serial" / "runs" / name / "seed0" / "record.json").read_text())
+        b = json.loads((tmp_path / "parallel" / "runs" / name / "seed0" / "record.json").read_text())
+        assert a["metrics"] == b["metrics"] and a["per_class"] == b["per_class"], name
