@@ -60,7 +60,7 @@ def main(args: Optional[list[str]] = None) -> Any:
 
 
 def _exit(result: Any) -> Any:
-    """A command returning an exit status ends the process with it (tests call ``main`` in-process)."""
+    """A command's integer result is the exit status (``leaderboard`` returns 0, 1 or 2); others are returned."""
     if isinstance(result, int) and not isinstance(result, bool):
         sys.exit(result)
     return result

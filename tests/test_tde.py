@@ -192,7 +192,7 @@ def test_buffer_is_checkpointed_and_restored():
 def test_lr_rule_for_mu():
     m = _model(mu=0.9, mu_schedule="lr")
     opt = torch.optim.SGD(m.parameters(), lr=0.2)
-    m._trainer = SimpleNamespace(optimizers=[opt])
+    m._trainer = SimpleNamespace(optimizers=[opt], current_epoch=0, global_rank=0)  # the epoch re-seed reads both
     try:
         for lr, mu in [(0.2, 0.9), (0.02, 0.9), (0.01, 0.95), (0.0, 1.0)]:
             opt.param_groups[0]["lr"] = lr
