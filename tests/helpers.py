@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from pathlib import Path
+from types import ModuleType
 
 import lightning as L
 
@@ -11,6 +13,14 @@ from ltbench.methods import CrossEntropy
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
+
+
+def load_benchmark(name: str) -> ModuleType:
+    """A script under benchmarks/ (not a package) as a module, e.g. ``load_benchmark("speed")``."""
+    spec = importlib.util.spec_from_file_location(f"ltbench_benchmark_{name}", REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 CE_DIGITS = str(REPO / "configs" / "ce_digits_lt.yaml")
 
 
