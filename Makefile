@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 SUITE ?= benchmarks/default.yaml
+JOBS ?= 2
 export HF_HUB_OFFLINE ?= 1
 export WANDB_MODE ?= disabled
 
@@ -23,7 +24,7 @@ test-fast: setup
 	$(PY) -m pytest -m "not slow"
 
 leaderboard: setup
-	$(VENV)/bin/ltbench leaderboard $(SUITE)
+	$(VENV)/bin/ltbench leaderboard $(SUITE) --jobs $(JOBS)
 
 speed: setup
 	$(PY) benchmarks/speed.py --config configs/ce_digits_lt.yaml --batch-size 64 --device cpu

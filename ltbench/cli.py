@@ -49,6 +49,10 @@ def main(args: Optional[list[str]] = None) -> Any:
 
         command = importlib.import_module(COMMANDS[head][0])
         return _exit(exit_on_user_error(lambda: command.main(argv[1:]), f"ltbench {head}"))
+    if head not in LIGHTNING and not head.startswith("-"):
+        print(usage(), file=sys.stderr)
+        print(f"ltbench: error: unknown subcommand {head!r} (choose from {', '.join([*LIGHTNING, *COMMANDS])})", file=sys.stderr)
+        sys.exit(2)
     from ltbench.runner import run
 
     # None (not sys.argv's copy) when run from the shell: LightningCLI warns when given both
@@ -56,7 +60,7 @@ def main(args: Optional[list[str]] = None) -> Any:
 
 
 def _exit(result: Any) -> Any:
-    """A command returning an exit status ends the process with it (tests call ``main`` in-process)."""
+    """A command's integer result is the exit status (``leaderboard`` returns 0, 1 or 2); others are returned."""
     if isinstance(result, int) and not isinstance(result, bool):
         sys.exit(result)
     return result

@@ -9,7 +9,6 @@ later ``import wandb`` (a WandbLogger, a sweep) loads the real package as usual.
 
 from __future__ import annotations
 
-import importlib
 import sys
 from types import ModuleType
 
@@ -22,7 +21,8 @@ def import_without(module: str, *optional: str) -> ModuleType:
     for name in hidden:
         sys.modules[name] = None  # type: ignore[assignment]
     try:
-        return importlib.import_module(module)
+        __import__(module)  # the import statement's path, so `python -X importtime` lists it
+        return sys.modules[module]
     finally:
         for name in hidden:
             if sys.modules.get(name, 0) is None:

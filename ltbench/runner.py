@@ -253,7 +253,7 @@ CLI_KWARGS: dict[str, Any] = dict(
     subclass_mode_data=True,
     seed_everything_default=0,
     save_config_kwargs={"overwrite": True},
-    parser_kwargs={"default_env": False},
+    parser_kwargs={"default_env": False, "prog": "ltbench"},
     parser_class=ConfigParser,
 )
 

@@ -476,14 +476,38 @@ def _sigterm_flag() -> Iterator[list[int]]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def run_suite(
-    suite: Suite, progress: Callable[[str], None] = print, shard: Optional[tuple[int, int]] = None
-) -> list[tuple[Entry, int, Optional[str]]]:
-    """Run every missing (entry, seed) of this runner's share in-process; (entry, seed, error or None) per run."""
-    from tqdm.auto import tqdm
+QUIET = ("--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false")
 
+
+def run_one(args: list[str], threads: Optional[int] = None) -> Optional[str]:
+    """One suite run, in this process: ``ltbench fit ARGS``; its error line, or None.
+
+    ``threads`` caps torch's intra-op threads (parallel suite workers share the cores)."""
     from ltbench.errors import user_error
     from ltbench.runner import run
+
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=IN_PROCESS_WARNING)
+            run(["fit", *args, *QUIET])
+        return None
+    except Exception as e:  # one broken run must not stop the suite
+        return user_error(e) or f"{type(e).__name__}: {e}"
+
+
+def run_suite(
+    suite: Suite, progress: Callable[[str], None] = print, shard: Optional[tuple[int, int]] = None, jobs: int = 1
+) -> list[tuple[Entry, int, Optional[str]]]:
+    """Run every missing (entry, seed) of this runner's share; (entry, seed, error or None) per run.
+
+    Runs are in-process (imports paid once). With ``jobs > 1`` they are spread over that many worker
+    processes, each running its share in-process with ``cores // jobs`` torch threads; every run is
+    seeded by itself, so which worker runs it does not matter."""
+    from tqdm.auto import tqdm
 
     # W&B pieces in a suite (or sweep commands) log locally unless the user asks for online
     os.environ.setdefault("WANDB_MODE", "offline")
@@ -491,28 +515,47 @@ def run_suite(
     share = f" (shard {shard[0]}/{shard[1]})" if shard else ""
     progress(f"suite {suite.name}{share}: {len(mine)} runs, {len(mine) - len(todo)} already recorded, {len(todo)} to run")
     results: list[tuple[Entry, int, Optional[str]]] = []
-    bar = tqdm(todo, desc=f"suite {suite.name}", unit="run", dynamic_ncols=True)
-    with _sigterm_flag() as stop:
-        for entry, seed in bar:
-            try:
-                if stop:  # SIGTERM between runs
-                    raise Interrupted(f"stopped by SIGTERM before {entry.label} seed {seed}")
-                bar.set_postfix_str(f"{entry.label} seed {seed}")
-                try:
-                    with warnings.catch_warnings():
-                        warnings.filterwarnings("ignore", message=IN_PROCESS_WARNING)
-                        run(["fit", *suite.run_args(entry, seed), "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"])
-                    results.append((entry, seed, None))
-                except Exception as e:  # one broken run must not stop the suite
-                    message = user_error(e) or f"{type(e).__name__}: {e}"
-                    progress(f"run {entry.label} seed {seed} failed: {message}")
-                    results.append((entry, seed, message))
-            except Interrupted as e:
-                done = [f"{en.label} seed {s}" for en, s in mine if (en, s) not in todo or (en, s, None) in results]
-                raise Interrupted(
-                    f"suite {suite.name}: {e.message.split('; ')[0]}; {len(done)} of {len(mine)} runs recorded"
-                    + (f" ({', '.join(done[:12])}{' ...' if len(done) > 12 else ''})" if done else "")
-                    + "; run the same command again to resume",
-                    e.code,
-                ) from None
-    return results
+    bar = tqdm(total=len(todo), desc=f"suite {suite.name}", unit="run", dynamic_ncols=True)
+
+    def done(entry: Entry, seed: int, message: Optional[str]) -> None:
+        if message is not None:
+            progress(f"run {entry.label} seed {seed} failed: {message}")
+        results.append((entry, seed, message))
+        bar.update()
+
+    try:
+        with _sigterm_flag() as stop:
+            if jobs <= 1 or len(todo) <= 1:
+                for entry, seed in todo:
+                    if stop:  # SIGTERM between runs
+                        raise Interrupted(f"stopped by SIGTERM before {entry.label} seed {seed}")
+                    bar.set_postfix_str(f"{entry.label} seed {seed}")
+                    done(entry, seed, run_one(suite.run_args(entry, seed)))
+            else:
+                import multiprocessing
+                from concurrent.futures import ProcessPoolExecutor, as_completed
+
+                cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+                threads = max(1, cores // jobs)
+                with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+                    futures = {pool.submit(run_one, suite.run_args(e, s), threads): (e, s) for e, s in todo}
+                    try:
+                        for future in as_completed(futures):
+                            done(*futures[future], future.result())  # a worker's Interrupted is raised here
+                            if stop:
+                                raise Interrupted("stopped by SIGTERM")
+                    except BaseException:
+                        pool.shutdown(wait=False, cancel_futures=True)
+                        raise
+    except Interrupted as e:
+        finished = [f"{en.label} seed {s}" for en, s in mine if (en, s) not in todo or (en, s, None) in results]
+        raise Interrupted(
+            f"suite {suite.name}: {e.message.split('; ')[0]}; {len(finished)} of {len(mine)} runs recorded"
+            + (f" ({', '.join(finished[:12])}{' ...' if len(finished) > 12 else ''})" if finished else "")
+            + "; run the same command again to resume",
+            e.code,
+        ) from None
+    finally:
+        bar.close()
+    order = {(e.label, s): i for i, (e, s) in enumerate(todo)}
+    return sorted(results, key=lambda r: order[(r[0].label, r[1])])

@@ -104,6 +104,8 @@ def test_help_lists_every_subcommand():
         assert f"\n  {name} " in out.stdout, name
     bare = subprocess.run([sys.executable, "-m", "ltbench.cli"], capture_output=True, text=True, cwd=PACKAGE.parent)
     assert bare.returncode == 2 and "leaderboard" in bare.stderr
+    typo = subprocess.run([sys.executable, "-m", "ltbench.cli", "leaderbord"], capture_output=True, text=True, cwd=PACKAGE.parent)
+    assert typo.returncode == 2 and "unknown subcommand 'leaderbord'" in typo.stderr and "tde-alpha-sweep" in typo.stderr
     board = subprocess.run([sys.executable, "-m", "ltbench.cli", "leaderboard", "--help"], capture_output=True, text=True, cwd=PACKAGE.parent)
     assert board.returncode == 0 and "--render-only" in board.stdout
 

@@ -16,7 +16,7 @@ LA = REPO / "configs" / "la_digits_lt.yaml"
 
 def _suite_file(tmp_path, configs, **extra):
     bench = tmp_path / "benchmarks"
-    bench.mkdir(exist_ok=True)
+    bench.mkdir(parents=True, exist_ok=True)
     path = bench / "s.yaml"
     body = {"name": "s", "configs": [str(c) for c in configs], "seeds": [0, 1], "run_dir": str(tmp_path / "runs"), "output": str(tmp_path / "board"), **extra}
     path.write_text(json.dumps(body))
@@ -151,3 +151,16 @@ def test_a_failing_run_does_not_stop_the_others_and_the_command_exits_1(tmp_path
     last = captured.err.strip().splitlines()[-1]
     assert last == "2 run(s) failed: ce_digits_lt seed 0: digits_lt.npz:3: broken on purpose; la_digits_lt seed 0: RuntimeError: CUDA out of memory"
     assert (tmp_path / "board" / "leaderboard.md").is_file()  # the board is still rendered
+
+
+@pytest.mark.slow
+def test_parallel_suite_workers_write_the_records_of_a_serial_suite(tmp_path):
+    """--jobs 2 spreads runs over two worker processes; each run's numbers are those of a serial suite."""
+    serial = _suite_file(tmp_path / "serial", [CE, LA], overrides=["--trainer.max_epochs", "2"], seeds=[0])
+    parallel = _suite_file(tmp_path / "parallel", [CE, LA], overrides=["--trainer.max_epochs", "2"], seeds=[0])
+    assert leaderboard_main([str(serial)]) == 0
+    assert leaderboard_main([str(parallel), "--jobs", "2"]) == 0
+    for name in ("ce_digits_lt", "la_digits_lt"):
+        a = json.loads((tmp_path / "serial" / "runs" / name / "seed0" / "record.json").read_text())
+        b = json.loads((tmp_path / "parallel" / "runs" / name / "seed0" / "record.json").read_text())
+        assert a["metrics"] == b["metrics"] and a["per_class"] == b["per_class"], name

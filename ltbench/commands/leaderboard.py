@@ -18,12 +18,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("suite", help="suite file, e.g. benchmarks/default.yaml")
     parser.add_argument("--render-only", action="store_true", help="run nothing; render the records there are (e.g. to merge what several machines wrote)")
     parser.add_argument("--shard", metavar="I/N", help="run only every N-th run starting at the I-th (0-based), e.g. one shard per machine; the board shows all records found")
+    parser.add_argument("--jobs", type=int, default=1, metavar="N", help="run N configs at a time in worker processes (e.g. one per core; each run stays single-process)")
     args = parser.parse_args(argv)
     try:
         suite = Suite.load(args.suite)
         shard = parse_shard(args.shard)
         try:
-            failures = [] if args.render_only else [r for r in run_suite(suite, shard=shard) if r[2]]
+            failures = [] if args.render_only else [r for r in run_suite(suite, shard=shard, jobs=args.jobs) if r[2]]
         except Interrupted:  # the board of the runs recorded so far, then the stop's line and status
             out = render_suite(suite)
             print(f"written (partial): {out['md']}, {out['csv']}, {out['html']}")
