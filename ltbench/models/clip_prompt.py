@@ -17,7 +17,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
-import open_clip
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -56,6 +55,8 @@ class FrozenCLIP(nn.Module):
             raise LTBenchError(f"CLIP {model_name!r}: text pooling {text.pool_type!r}; prompt learning needs EOT (argmax) pooling")
         self.model_name = model_name
         self.clip = clip.requires_grad_(False).eval()
+        import open_clip  # only when a config builds a CLIP model
+
         self.tokenizer = open_clip.get_tokenizer(model_name)
         size = clip.visual.image_size
         self.image_size: tuple[int, int] = tuple(size) if isinstance(size, (tuple, list)) else (int(size), int(size))
