@@ -270,7 +270,7 @@ def test_a_run_resumed_mid_stage_2_finishes_bit_identical(tmp_path):
     assert rec["metrics"] == _record(resumed)["metrics"]
     proto = rec["protocol"]
     assert proto["card"] == "SeDA (reconstructed from the abstract)" and proto["feature_norm"] == {"visual": "standardise", "text": "standardise"}
-    assert proto["sampler"]["steps"] == 10 and [s["name"] for s in proto["stages"]] == ["backbone", "semantic_learner", "semantic_translator", "classifier"]
+    assert proto["sampler"]["steps"] == 5 and [s["name"] for s in proto["stages"]] == ["backbone", "semantic_learner", "semantic_translator", "classifier"]
 
 
 @pytest.mark.slow

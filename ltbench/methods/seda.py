@@ -202,12 +202,17 @@ class SeDA(LTMethod):
         hp = self.hparams
         return class_text_features(self.class_names, self.templates, hp.text_model, hp.text_pretrained, hp.quick_gelu)
 
-    def setup(self, stage: str) -> None:
-        super().setup(stage)
-        if stage == "fit" and not bool(self.text_ready):
+    def prepare_text(self) -> None:
+        """Run the text tower once, unless the features are there (from a checkpoint or an earlier call)."""
+        if not bool(self.text_ready):
             self.text_raw.copy_(self._encode_text())
             self.text_ready.fill_(True)
             self.tnorm.fit(self.text_raw)
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        if stage == "fit":
+            self.prepare_text()
 
     def class_text(self) -> torch.Tensor:
         """The normalised class text features (C, E): the stage-2 targets and the similarity classifier."""
