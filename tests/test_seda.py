@@ -282,3 +282,15 @@ def test_the_checkpoint_tests_without_the_text_tower(tmp_path, monkeypatch):
     monkeypatch.setattr(seda, "class_text_features", lambda *a, **k: (_ for _ in ()).throw(AssertionError("text tower built at test")))
     again = run(["test", "--config", SEDA_DIGITS, *SHORT, *QUIET, "--run_dir", str(tmp_path / "t"), "--ckpt_path", str(ckpt)])
     assert _record(again)["metrics"] == _record(cli)["metrics"]
+
+
+@pytest.mark.slow
+def test_stage_cost_benchmark_times_every_stage_and_inference():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("seda_stage_cost", REPO / "benchmarks" / "seda_stage_cost.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rows = module.measure(SEDA_DIGITS, batch_size=8, steps=2, warmup=1)
+    assert [r["stage"] for r in rows] == ["backbone", "semantic_learner", "semantic_translator", "classifier", "inference"]
+    assert all(r["ms_per_step"] > 0 for r in rows)
