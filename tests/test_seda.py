@@ -153,6 +153,55 @@ def test_feature_standardisation_uses_the_exact_statistics_of_all_updates():
         FeatureNorm(6, "batch")
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _rank_batches(rank):
+    """Different data per rank, uneven sizes; the multilabel rows exercise multi-hot counts."""
+    return [b for i, b in enumerate(_batches(multilabel=True)) if i % 2 == rank or i == 2]
+
+
+def _stats_worker(rank, world, port, out):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    centres, norm = ClassCentres(4, 6, momentum=0.5).double(), FeatureNorm(6, "standardise").double()
+    for feats, labels in _rank_batches(rank):
+        centres.update(feats, labels)
+        norm.update(feats)
+    out.put((rank, centres.centres.tolist(), centres.counts.tolist(), norm.mean.tolist(), norm.var.tolist()))
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_process_gloo_statistics_equal_the_global_batch():
+    import torch.multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    port = _free_port()
+    procs = [ctx.Process(target=_stats_worker, args=(r, 2, port, out)) for r in range(2)]
+    for p in procs:
+        p.start()
+    got = dict((r[0], r[1:]) for r in (out.get(timeout=120), out.get(timeout=120)))
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    assert got[0] == got[1]
+    centres, norm = ClassCentres(4, 6, momentum=0.5).double(), FeatureNorm(6, "standardise").double()
+    for (f0, l0), (f1, l1) in zip(_rank_batches(0), _rank_batches(1)):
+        centres.update(torch.cat([f0, f1]), torch.cat([l0, l1]))
+        norm.update(torch.cat([f0, f1]))
+    for value, expected in zip(got[0], (centres.centres, centres.counts, norm.mean, norm.var)):
+        assert torch.allclose(torch.tensor(value, dtype=torch.float64), expected, atol=1e-9)
+
+
 # ---- the method --------------------------------------------------------------------------------
 @pytest.mark.parametrize("variant", ["full", "stage1", "projection"])
 def test_inference_is_deterministic_and_independent_of_the_batch(variant):
