@@ -153,9 +153,14 @@ class SeDA(LTMethod):
                                "a translator (variant full or projection) and classifier_epochs: 0")  # fmt: skip
         if classifier != "text_similarity" and classifier_epochs < 1:
             raise LTBenchError(f"SeDA: classifier={classifier} needs classifier_epochs >= 1 to train its head")
-        for name, value in (("centre_loss", centre_loss), ("align_loss", align_loss)):
-            if value not in ("mse", "cos"):
-                raise LTBenchError(f"SeDA: {name}={value!r}; expected 'mse' or 'cos'")
+        for name, value, allowed in (
+            ("centre_loss", centre_loss, ("mse", "cos")),
+            ("align_loss", align_loss, ("mse", "cos")),
+            ("learner_target", learner_target, ("centre", "visual")),
+            ("pfin", pfin, ("xattn", "gated")),
+        ):
+            if value not in allowed:
+                raise LTBenchError(f"SeDA: {name}={value!r}; expected {' or '.join(map(repr, allowed))}")
         self.variant, self.classifier = variant, classifier
         self.learner_target, self.centre_loss, self.align_loss = learner_target, centre_loss, align_loss
         self.sample_steps, self.sample_seed = sample_steps, sample_seed
@@ -195,7 +200,9 @@ class SeDA(LTMethod):
         self.cosine_scale = cosine_scale
         self.stage1_sampler, self.classifier_sampler = stage1_sampler, classifier_sampler
         self.denoiser_lr_scale = denoiser_lr_scale
-        self.epochs = {"pretrain": pretrain_epochs, "learner": learner_epochs, "translator": translator_epochs, "classifier": classifier_epochs}
+        self.epochs = {
+            "pretrain": pretrain_epochs, "learner": learner_epochs, "translator": translator_epochs, "classifier": classifier_epochs
+        }  # fmt: skip
 
     # ---- text ------------------------------------------------------------------------------------
     def _encode_text(self) -> torch.Tensor:
@@ -224,14 +231,14 @@ class SeDA(LTMethod):
 
     # ---- stages ----------------------------------------------------------------------------------
     def stages(self) -> list[Stage]:
-        e = self.epochs
+        e, lr = self.epochs, self.denoiser_lr_scale
         stages = [Stage("backbone", e["pretrain"], train=("backbone", "pre_head"))]
         if self.variant != "projection":
-            stages.append(Stage("semantic_learner", e["learner"], self.stage1_sampler, train=("learner",), lr_scale=self.denoiser_lr_scale))
+            stages.append(Stage("semantic_learner", e["learner"], self.stage1_sampler, train=("learner",), lr_scale=lr))
         if self.variant == "full":
-            stages.append(Stage("semantic_translator", e["translator"], train=("translator",), lr_scale=self.denoiser_lr_scale))
+            stages.append(Stage("semantic_translator", e["translator"], train=("translator",), lr_scale=lr))
         elif self.variant == "projection":
-            stages.append(Stage("projection", e["translator"], self.stage1_sampler, train=("translator",), lr_scale=self.denoiser_lr_scale))
+            stages.append(Stage("projection", e["translator"], self.stage1_sampler, train=("translator",), lr_scale=lr))
         if self.head is not None:
             stages.append(Stage("classifier", e["classifier"], self.classifier_sampler, train=("head",), reinit=("head",)))
         return stages
@@ -249,17 +256,22 @@ class SeDA(LTMethod):
 
     def semantic(self, v_n: torch.Tensor) -> torch.Tensor:
         """The semantic feature s: the learner's deterministic DDIM output given v."""
-        return self.schedule.sample(lambda s, k: self.learner(s, k, [v_n])[0], v_n.shape, self.sample_steps, self.sample_seed, v_n.device, v_n.dtype)
+        return self.schedule.sample(
+            lambda s, k: self.learner(s, k, [v_n])[0], v_n.shape, self.sample_steps, self.sample_seed, v_n.device, v_n.dtype
+        )
 
     def generate(self, v_n: torch.Tensor) -> torch.Tensor:
         """What the classifier reads beside v: t_hat (full, projection) or s (stage1); needs no text."""
+        n, dt = v_n.shape[0], self.text_raw.shape[1]
         if self.variant == "projection":
-            return self.translator(torch.zeros(v_n.shape[0], self.text_raw.shape[1], device=v_n.device, dtype=v_n.dtype), torch.zeros(v_n.shape[0], dtype=torch.long, device=v_n.device), [v_n])[0]
+            zeros, step0 = v_n.new_zeros(n, dt), torch.zeros(n, dtype=torch.long, device=v_n.device)
+            return self.translator(zeros, step0, [v_n])[0]
         s = self.semantic(v_n)
         if self.variant == "stage1":
             return s
-        shape = (v_n.shape[0], self.text_raw.shape[1])
-        return self.schedule.sample(lambda t, k: self.translator(t, k, [s, v_n])[0], shape, self.sample_steps, self.sample_seed + 1, v_n.device, v_n.dtype)
+        return self.schedule.sample(
+            lambda t, k: self.translator(t, k, [s, v_n])[0], (n, dt), self.sample_steps, self.sample_seed + 1, v_n.device, v_n.dtype
+        )
 
     def classify(self, v_n: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
         if self.head is None:
@@ -294,8 +306,8 @@ class SeDA(LTMethod):
             elif stage == "semantic_translator":
                 parts = self._translator_losses(v_n, labels, valid)
             elif stage == "projection":
-                t_hat = self.generate(v_n)
-                parts = {"align": self.weights["align"] * _masked_mean(_distance(self.align_loss, t_hat, self.text_target(labels)), valid)}
+                align = _distance(self.align_loss, self.generate(v_n), self.text_target(labels))
+                parts = {"align": self.weights["align"] * _masked_mean(align, valid)}
             else:
                 with torch.no_grad():
                     f = self.generate(v_n)
@@ -351,7 +363,10 @@ class SeDA(LTMethod):
     # ---- record ----------------------------------------------------------------------------------
     def method_protocol(self) -> dict[str, Any]:
         hp = self.hparams
-        nets = {n: param_count(m) for n, m in (("learner", self.learner), ("translator", self.translator), ("head", self.head)) if m is not None}
+        parts = {"learner": self.learner, "translator": self.translator, "head": self.head}
+        diffusion = self.variant != "projection"
+        sampler = {"name": "DDIM", "eta": 0.0, "steps": self.sample_steps, "seed": self.sample_seed}
+        sampler["start"] = "one seeded noise vector shared by the batch"
         return {
             "card": "SeDA (reconstructed from the abstract)",
             "variant": self.variant,
@@ -361,14 +376,13 @@ class SeDA(LTMethod):
             "text_dim": int(self.text_raw.shape[1]),
             "feature_norm": {"visual": self.vnorm.mode, "text": self.tnorm.mode},
             "centres": {"momentum": self.centres.momentum, "stage1_sampler": self.stage1_sampler or "data's"},
-            "diffusion": self.schedule.describe() if self.variant != "projection" else None,
-            "sampler": {"name": "DDIM", "eta": 0.0, "steps": self.sample_steps, "seed": self.sample_seed, "start": "one seeded noise vector shared by the batch"}
-            if self.variant != "projection" else None,
+            "diffusion": self.schedule.describe() if diffusion else None,
+            "sampler": sampler if diffusion else None,
             "learner_target": self.learner_target if self.learner is not None else None,
             "denoiser": {"arch": hp.arch, "width": hp.width, "depth": hp.depth, "heads": hp.heads, "pfin": hp.pfin},
             "losses": {"centre": self.centre_loss, "align": self.align_loss, **{f"{k}_weight": v for k, v in self.weights.items()}},
             "classifier": self.classifier,
-            "parameters": nets,
+            "parameters": {n: param_count(m) for n, m in parts.items() if m is not None},
             "test_time_inputs": "image only",
         }
 

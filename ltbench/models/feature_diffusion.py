@@ -103,9 +103,8 @@ class NoiseSchedule(nn.Module):
         """
         from diffusers import DDIMScheduler
 
-        sched = DDIMScheduler.from_config(
-            self.ddpm.config, set_alpha_to_one=True, clip_sample=self.clip_sample is not None, clip_sample_range=self.clip_sample or 1.0
-        )
+        clip = {"clip_sample": self.clip_sample is not None, "clip_sample_range": self.clip_sample or 1.0}
+        sched = DDIMScheduler.from_config(self.ddpm.config, set_alpha_to_one=True, **clip)
         sched.set_timesteps(steps)
         gen = torch.Generator(device="cpu").manual_seed(seed)
         x = torch.randn(shape[-1], generator=gen, dtype=torch.float32).to(device=device, dtype=dtype).expand(*shape).contiguous()
