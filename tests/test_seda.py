@@ -343,3 +343,12 @@ def test_stage_cost_benchmark_times_every_stage_and_inference():
     rows = module.measure(SEDA_DIGITS, batch_size=8, steps=2, warmup=1)
     assert [r["stage"] for r in rows] == ["backbone", "semantic_learner", "semantic_translator", "classifier", "inference"]
     assert all(r["ms_per_step"] > 0 for r in rows)
+
+
+@pytest.mark.slow
+def test_multilabel_digits_fit_trains_every_stage_and_reports_map(tmp_path):
+    cli = run(["fit", "--config", SEDA_DIGITS, "--data", str(REPO / "configs" / "data" / "digits_ml_lt.yaml"), *SHORT, *QUIET,
+               "--run_dir", str(tmp_path)])  # fmt: skip
+    rec = _record(cli)
+    assert rec["task"] == "multilabel" and 0.0 < rec["metrics"]["mAP"] <= 1.0
+    assert cli.model.centres.counts.sum() > 0 and bool(cli.model.text_ready)
