@@ -3,8 +3,8 @@
 The schedules and the sampler's update rule are ``diffusers``' (``DDPMScheduler`` for the betas,
 ``DDIMScheduler`` for the reverse steps), imported lazily so ``import ltbench`` does not pay for them.
 Training never calls a scheduler: the cumulative alphas are a device buffer gathered with device-side
-timesteps, so a training step has no host sync and no scheduler state. Sampling builds a fresh DDIM
-scheduler per call (diffusers schedulers are stateful through ``set_timesteps``) and starts from noise
+timesteps, so a training step has no host sync and no scheduler state. Sampling keeps one DDIM
+scheduler per number of steps (diffusers schedulers are stateful through ``set_timesteps``) and starts from noise
 drawn by a generator seeded from ``seed`` alone, so it is independent of the global random state.
 
 ``VectorDenoiser`` predicts the noise (or the clean vector) from a noisy vector x_k, the step k and
@@ -62,6 +62,7 @@ class NoiseSchedule(nn.Module):
         self.num_train_timesteps = num_train_timesteps
         self.prediction = prediction
         self.clip_sample = clip_sample
+        self._samplers: dict[int, Any] = {}
         self.register_buffer("alphas_cumprod", self.ddpm.alphas_cumprod.clone().float(), persistent=False)
 
     def sample_timesteps(self, n: int, device: torch.device, generator: Optional[torch.Generator] = None) -> torch.Tensor:
@@ -101,17 +102,25 @@ class NoiseSchedule(nn.Module):
         ``denoise(x_t, t)`` gets t as a (B,) device tensor. Sharing the start vector makes every
         sample's output a function of its own condition alone, whatever the batch it sits in.
         """
-        from diffusers import DDIMScheduler
-
-        clip = {"clip_sample": self.clip_sample is not None, "clip_sample_range": self.clip_sample or 1.0}
-        sched = DDIMScheduler.from_config(self.ddpm.config, set_alpha_to_one=True, **clip)
-        sched.set_timesteps(steps)
+        sched = self._sampler(steps)
         gen = torch.Generator(device="cpu").manual_seed(seed)
         x = torch.randn(shape[-1], generator=gen, dtype=torch.float32).to(device=device, dtype=dtype).expand(*shape).contiguous()
         for t in sched.timesteps:
             out = denoise(x, torch.full((shape[0],), int(t), device=device, dtype=torch.long))
             x = sched.step(out, int(t), x, eta=0.0).prev_sample
         return x
+
+    def _sampler(self, steps: int) -> Any:
+        """The DDIM scheduler for ``steps`` reverse steps, made once: building one costs tens of
+        milliseconds, and after ``set_timesteps`` its ``step`` changes no state."""
+        if steps not in self._samplers:
+            from diffusers import DDIMScheduler
+
+            clip = {"clip_sample": self.clip_sample is not None, "clip_sample_range": self.clip_sample or 1.0}
+            sched = DDIMScheduler.from_config(self.ddpm.config, set_alpha_to_one=True, **clip)
+            sched.set_timesteps(steps)
+            self._samplers[steps] = sched
+        return self._samplers[steps]
 
     def describe(self) -> dict[str, Any]:
         c = self.ddpm.config
