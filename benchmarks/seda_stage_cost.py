@@ -25,7 +25,7 @@ def _sync(device: torch.device) -> None:
 
 
 def measure(config: str, batch_size: int = 64, steps: int = 20, warmup: int = 3, device: str = "cpu", overrides: Optional[list[str]] = None) -> list[dict[str, Any]]:
-    from ltbench.cli import build
+    from ltbench.runner import build
     from ltbench.methods.optim import build_optimizer
     from ltbench.methods.stages import StagePlan
 
@@ -94,6 +94,6 @@ def main(argv: Optional[list[str]] = None) -> list[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    from ltbench.cli import exit_on_user_error
+    from ltbench.errors import exit_on_user_error
 
     exit_on_user_error(main, "seda_stage_cost")

@@ -1,6 +1,6 @@
 """Train-step speed of ltbench configs on synthetic batches: the model, not the disk.
 
-For each ``--config`` the model is built as ``ltbench fit`` would build it (``ltbench.cli.build``,
+For each ``--config`` the model is built as ``ltbench fit`` would build it (``ltbench.runner.build``,
 data facts linked), one random batch of the config's input shape is made once and kept on the
 device, and ``--warmup`` + ``--steps`` train steps are run on it: on-device normalisation
 (``dm.on_after_batch_transfer``), forward, loss, backward and optimiser step. Each step is timed
@@ -101,7 +101,7 @@ def _import(class_path: str) -> type:
 
 def _parse_only(cli_args: list[str]) -> Any:
     """The config as ``ltbench`` parses it (overrides applied), nothing instantiated."""
-    from ltbench.cli import CLI_KWARGS, LTBenchCLI
+    from ltbench.runner import CLI_KWARGS, LTBenchCLI
 
     class _ParseOnly(LTBenchCLI):
         def instantiate_classes(self) -> None:
@@ -145,7 +145,7 @@ def build_synthetic(cli_args: list[str], num_classes: int, in_chans: Optional[in
 
 
 def build_model(config: str, args: argparse.Namespace, overrides: list[str]):
-    from ltbench.cli import build
+    from ltbench.runner import build
     from ltbench.errors import DataError
 
     cli_args = ["--config", config, *overrides]
@@ -293,6 +293,6 @@ def main(argv: Optional[list[str]] = None) -> list[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    from ltbench.cli import exit_on_user_error
+    from ltbench.errors import exit_on_user_error
 
     exit_on_user_error(main, "speed")

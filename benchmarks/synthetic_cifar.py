@@ -19,7 +19,7 @@ from typing import Optional
 
 import torch
 
-from ltbench.cli import run
+from ltbench.runner import run
 from ltbench.data import cifar
 from ltbench.data.synthetic import write_fake_cifar
 

@@ -1,181 +1,77 @@
-"""``ltbench``: a LightningCLI over every registered method and data module.
+"""The ``ltbench`` command: the top of the package, which nothing below imports.
 
-Importing ``ltbench.methods`` and ``ltbench.data`` registers their classes, so configs name them by
-class. The data module's facts (task, classes, per-class training counts, shot groups, input
-channels) are linked into the model at instantiation and never repeated in a config.
+``fit``/``validate``/``test``/``predict`` run one config through LightningCLI (``ltbench.runner``);
+``leaderboard`` and ``tde-alpha-sweep`` live in ``ltbench/commands/``. Each subcommand imports only
+what it needs, so ``ltbench --help`` and ``ltbench leaderboard --help`` never load torch.
+
+``run`` and ``build`` stay importable from here (``from ltbench.cli import run``) for scripts and
+tests; they are loaded from ``ltbench.runner`` on first use.
 """
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
-import torch
-import yaml
-from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.cli import LightningCLI
-from lightning.pytorch.loggers import CSVLogger
+from ltbench.errors import exit_on_user_error
 
-import ltbench.data  # noqa: F401  (registers data modules)
-import ltbench.methods  # noqa: F401  (registers methods)
-from ltbench.data.base import LTDataModule
-from ltbench.errors import LTBenchError
-from ltbench.methods.base import LTMethod
-
-LINKS = {
-    "task": "task",
-    "num_classes": "num_classes",
-    "class_names": "class_names",
-    "train_class_counts": "train_class_counts",
-    "in_chans": "in_chans",
-    "num_train": "num_train",
+LIGHTNING = {
+    "fit": "train a config's model, then test it and write the run record",
+    "validate": "evaluate on the validation split",
+    "test": "evaluate on the test split and write the run record",
+    "predict": "write predictions (index, scores)",
+}
+COMMANDS = {
+    "leaderboard": ("ltbench.commands.leaderboard", "run what a suite is missing, then render its board"),
+    "tde-alpha-sweep": ("ltbench.commands.tde_alpha_sweep", "TDE's metrics over alpha on one trained checkpoint"),
 }
 
 
-def _groups(dm: LTDataModule) -> dict[str, list[bool]]:
-    return {k: [bool(b) for b in v] for k, v in dm.groups.items()}
+def usage() -> str:
+    width = max(map(len, [*LIGHTNING, *COMMANDS]))
+    lines = ["usage: ltbench SUBCOMMAND [options]", "", "Long-tailed image classification benchmark.", "", "subcommands:"]
+    lines += [f"  {k:<{width}}  {v}" for k, v in LIGHTNING.items()]
+    lines += [f"  {k:<{width}}  {v}" for k, (_, v) in COMMANDS.items()]
+    lines += ["", "`ltbench SUBCOMMAND --help` lists a subcommand's options; fit/validate/test/predict take",
+              "`--config FILE` (configs/*.yaml) and dotted overrides such as `--model.init_args.alpha 2`."]
+    return "\n".join(lines)
 
 
-class LTBenchCLI(LightningCLI):
-    def add_arguments_to_parser(self, parser) -> None:
-        for src, dst in LINKS.items():
-            parser.link_arguments(f"data.{src}", f"model.init_args.{dst}", apply_on="instantiate")
-        parser.link_arguments("data", "model.init_args.class_groups", compute_fn=_groups, apply_on="instantiate")
-        parser.add_argument("--run_dir", type=str, default="runs", help="root of run directories")
-        parser.add_argument("--name", type=Optional[str], default=None, help="run name (default: <Method>-<Dataset>)")
-        parser.add_argument("--version", type=Optional[str], default=None, help="run version (default: seed<seed>)")
-        parser.add_argument("--test_after_fit", type=bool, default=True, help="evaluate on the test split after fit and write the run record")
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
-        parser.set_defaults({"checkpoint.save_last": True})
+def main(args: Optional[list[str]] = None) -> Any:
+    """Entry point of ``ltbench``: input errors end in one line, exit status 2."""
+    argv = sys.argv[1:] if args is None else list(args)
+    head = argv[0] if argv else None
+    if head in (None, "-h", "--help"):
+        print(usage(), file=sys.stdout if head else sys.stderr)
+        sys.exit(0 if head else 2)
+    if head in COMMANDS:
+        import importlib
 
-    def _sub(self) -> Any:
-        return self.config[self.subcommand] if self.subcommand else self.config
+        command = importlib.import_module(COMMANDS[head][0])
+        return _exit(exit_on_user_error(lambda: command.main(argv[1:]), f"ltbench {head}"))
+    from ltbench.runner import run
 
-    def instantiate_trainer(self, **kwargs: Any):
-        cfg = self._sub()
-        trainer_cfg = cfg["trainer"]
-        user_logger = trainer_cfg.get("logger")
-        if user_logger is False:
-            return super().instantiate_trainer(**kwargs)
-        name = cfg.get("name") or f"{self.model.__class__.__name__}-{self.datamodule.__class__.__name__}"
-        version = cfg.get("version") or f"seed{cfg.get('seed_everything')}"
-        if user_logger in (None, True):
-            trainer_cfg["logger"] = False
-        trainer = super().instantiate_trainer(**kwargs)
-        # The run's own CSV log comes first whatever loggers the config adds (a WandbLogger piece), so
-        # trainer.log_dir, where config.yaml and record.json go, is always <run_dir>/<name>/<version>:
-        # never a logger's shared save_dir, where a second run would overwrite the first's files.
-        added = [] if user_logger in (None, True) else list(trainer.loggers)
-        trainer.loggers = [CSVLogger(save_dir=cfg.get("run_dir") or "runs", name=name, version=version), *added]
-        for cb in trainer.checkpoint_callbacks:
-            if cb.dirpath is None:
-                cb.dirpath = str(Path(trainer.loggers[0].log_dir) / "checkpoints")
-        return trainer
-
-    def _parse_ckpt_path(self) -> None:
-        """The config and the command line decide the model; a checkpoint only gives its weights.
-
-        Lightning re-applies a checkpoint's saved hyper-parameters over the parsed config, which
-        silently drops overrides such as ``test --ckpt_path X --model.init_args.tau 2``. Here only
-        the method class is checked against the checkpoint's.
-        """
-        sub = self.config.get("subcommand")
-        ckpt_path = self.config[sub].get("ckpt_path") if sub else None
-        if not ckpt_path or not Path(ckpt_path).is_file():
-            return
-        saved = torch.load(ckpt_path, weights_only=True, map_location="cpu").get("hyper_parameters", {}).get("_class_path")
-        wanted = self.config[sub]["model"].get("class_path")
-        if saved and wanted and saved != wanted:
-            raise LTBenchError(f"checkpoint {ckpt_path} was trained by {saved}, but the config's model is {wanted}")
-
-    def _resolved_config(self) -> dict[str, Any]:
-        parser = self._parser(self.subcommand)
-        return yaml.safe_load(parser.dump(self._sub(), skip_none=False, skip_link_targets=False))
-
-    def _attach_config(self) -> None:
-        if isinstance(self.model, LTMethod):
-            try:
-                self.model.run_config = self._resolved_config()
-            except Exception:  # the record still carries hparams and protocol
-                self.model.run_config = None
-
-    def before_fit(self) -> None:
-        self._attach_config()
-
-    def before_test(self) -> None:
-        self._attach_config()
-
-    def after_fit(self) -> None:
-        if self._sub().get("test_after_fit") and not self.trainer.interrupted and not self.trainer.fast_dev_run:
-            self.trainer.test(self.model, datamodule=self.datamodule, verbose=True)
+    # None (not sys.argv's copy) when run from the shell: LightningCLI warns when given both
+    return exit_on_user_error(lambda: run(None if args is None else argv))
 
 
-CLI_KWARGS: dict[str, Any] = dict(
-    model_class=LTMethod,
-    datamodule_class=LTDataModule,
-    subclass_mode_model=True,
-    subclass_mode_data=True,
-    seed_everything_default=0,
-    save_config_kwargs={"overwrite": True},
-    parser_kwargs={"default_env": False},
-)
+def _exit(result: Any) -> Any:
+    """A command returning an exit status ends the process with it (tests call ``main`` in-process)."""
+    if isinstance(result, int) and not isinstance(result, bool):
+        sys.exit(result)
+    return result
 
 
-def run(args: Optional[list[str]] = None, run: bool = True) -> LTBenchCLI:
-    """Run the CLI in-process and return it (tests read ``cli.model`` and ``cli.trainer``).
+def __getattr__(name: str) -> Any:
+    if name in ("run", "build", "LTBenchCLI", "CLI_KWARGS"):
+        import ltbench.runner
 
-    With ``run=False`` there is no subcommand: ``args`` are ``--config``/overrides and the CLI only
-    instantiates the model, data module and trainer.
-    """
-    return LTBenchCLI(**CLI_KWARGS, args=args, run=run)
+        return getattr(ltbench.runner, name)
+    if name == "user_error":
+        from ltbench.errors import user_error
 
-
-def build(args: list[str]) -> tuple[LTMethod, LTDataModule]:
-    """Model and data module of a config, facts linked, without training (benchmarks use it)."""
-    cli = run(args, run=False)
-    return cli.model, cli.datamodule
-
-
-def user_error(exc: BaseException) -> Optional[str]:
-    """The one-line message of a bad-input error anywhere in ``exc``'s chain, else None.
-
-    jsonargparse wraps errors raised while instantiating classes, so the cause is looked for.
-    """
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, LTBenchError):
-            return str(exc)
-        if isinstance(exc, FileNotFoundError) and "heckpoint" in str(exc):
-            return f"{exc}; give an existing file, or 'last' to resume from this run's last.ckpt"
-        exc = exc.__cause__ or exc.__context__
-    return None
-
-
-def main(args: Optional[list[str]] = None) -> None:
-    """Entry point of the ``ltbench`` command: input errors end in one line, exit status 2.
-
-    ``ltbench leaderboard SUITE`` runs a suite and renders its board; the rest is LightningCLI.
-    """
-    argv = sys.argv[1:] if args is None else args
-    if argv[:1] == ["leaderboard"]:
-        from ltbench.leaderboard import main as leaderboard_main
-
-        sys.exit(leaderboard_main(argv[1:]))
-    exit_on_user_error(lambda: run(args))
-
-
-def exit_on_user_error(fn: Callable[[], Any], prog: str = "ltbench") -> Any:
-    """Run ``fn``; a bad-input error anywhere in its chain ends as one line on stderr, exit status 2."""
-    try:
-        return fn()
-    except Exception as e:
-        message = user_error(e)
-        if message is None:
-            raise
-        print(f"{prog}: error: {message}", file=sys.stderr)
-        sys.exit(2)
+        return user_error
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ import json
 import math
 import os
 import re
-import sys
 import warnings
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -25,13 +24,10 @@ from typing import Any, Optional
 import numpy as np
 
 from ltbench.errors import LTBenchError
+from ltbench.records import METRIC_COLUMNS
 from ltbench.references import Reference, references_for
-from ltbench.suite import Suite, parse_shard, run_suite
+from ltbench.suite import Suite
 
-METRIC_COLUMNS = {
-    "multiclass": [("acc", "overall"), ("acc_many", "many"), ("acc_medium", "medium"), ("acc_few", "few")],
-    "multilabel": [("mAP", "mAP"), ("mAP_many", "head"), ("mAP_medium", "medium"), ("mAP_few", "tail")],
-}
 PROTOCOL_COLUMNS = [("backbone", "backbone"), ("pretrained", "pretraining"), ("input_size", "input"), ("epochs", "epochs"), ("group_rule", "groups")]
 SCORE_NAME = {"multiclass": "accuracy", "multilabel": "AP"}
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
@@ -492,6 +488,10 @@ def suite_records(suite: Suite) -> tuple[list[dict[str, Any]], list[str]]:
             warnings.warn(f"skipping run record {path}: {why}", stacklevel=2)
             missing.append(f"{entry.label} (protocol differs: {path})")
             continue
+        if r.get("partial_test"):
+            warnings.warn(f"skipping run record {path}: scored {r.get('num_test_samples')} of {r.get('test_split_size')} test images", stacklevel=2)
+            missing.append(f"{entry.label} (partial test, {r.get('num_test_samples')} of {r.get('test_split_size')} images: {path})")
+            continue
         r["label"], r["config_stem"] = entry.label, entry.stem
         records.append(r)
     return records, missing
@@ -512,29 +512,3 @@ def render_suite(suite: Suite) -> dict[str, Path]:
     _write(out["csv"], render_csv(tables))
     _write(out["html"], render_html(tables, title, notes, footer))
     return out
-
-
-def main(argv: Optional[list[str]] = None) -> int:
-    """``ltbench leaderboard SUITE.yaml``: run what is missing in the suite, then render its board
-    (Markdown, CSV and HTML under the suite's output folder)."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="ltbench leaderboard", description=main.__doc__)
-    parser.add_argument("suite", help="suite file, e.g. benchmarks/default.yaml")
-    parser.add_argument("--render-only", action="store_true", help="run nothing; render the records there are (e.g. to merge what several machines wrote)")
-    parser.add_argument("--shard", metavar="I/N", help="run only every N-th run starting at the I-th (0-based), e.g. one shard per machine; the board shows all records found")
-    args = parser.parse_args(argv)
-    try:
-        suite = Suite.load(args.suite)
-        shard = parse_shard(args.shard)
-        failures = [] if args.render_only else [r for r in run_suite(suite, shard=shard) if r[2]]
-        out = render_suite(suite)
-    except LTBenchError as e:
-        print(f"ltbench: error: {e}", file=sys.stderr)
-        return 2
-    print(out["md"].read_text(encoding="utf-8"))
-    print(f"written: {out['md']}, {out['csv']}, {out['html']}")
-    if failures:
-        print(f"{len(failures)} run(s) failed: " + "; ".join(f"{e.label} seed {s}: {m}" for e, s, m in failures), file=sys.stderr)
-        return 1
-    return 0

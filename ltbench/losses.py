@@ -74,15 +74,18 @@ def db_focal_loss(
 ) -> torch.Tensor:
     """DB-Focal (Wu et al., ECCV'20): re-balanced weights + negative-tolerant regularisation + focal.
 
-    Negative-tolerant regularisation as in the official ResampleLoss: logits shifted by
-    init_bias * logit(n_i / N), negatives' logits scaled by lambda = neg_scale and their weight by
-    1/lambda, so a negative costs (1/lambda) log(1 + exp(lambda z)).
+    Negative-tolerant regularisation as in the official ResampleLoss (and CPRFL's copy, ``dbl.py``):
+    class-wise bias b_i = -log(N / n_i - 1) * init_bias / neg_scale added to the logits, then the
+    negatives' logits scaled by lambda = neg_scale and their weight by 1/lambda, so a negative costs
+    (1/lambda) log(1 + exp(lambda (z + b_i))). The paper's Eq. 9 has no division by neg_scale; the
+    authors call it a bug in the code (DBL issue #8) that only rescales kappa = init_bias, so the
+    published init_bias 0.05 was tuned with it and is kept here, as in the code behind the numbers.
     """
     s = s or DBSettings()
     y = target.to(logits.dtype)
     weight = rebalance_weight(y, class_freq, s) if s.rebalance else torch.ones_like(logits)
     prior = class_freq / num_train
-    z = logits + s.init_bias * torch.log(prior / (1 - prior).clamp(min=1e-12))
+    z = logits + (s.init_bias / s.neg_scale) * torch.log(prior / (1 - prior).clamp(min=1e-12))
     if s.neg_scale != 1:
         z = z * (1 - y) * s.neg_scale + z * y
         weight = weight / s.neg_scale * (1 - y) + weight * y

@@ -7,10 +7,16 @@ import math
 import os
 import platform
 import subprocess
-import tempfile
+import secrets
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+# a record's headline metrics in display order, with their names on boards and run tables
+METRIC_COLUMNS = {
+    "multiclass": [("acc", "overall"), ("acc_many", "many"), ("acc_medium", "medium"), ("acc_few", "few")],
+    "multilabel": [("mAP", "mAP"), ("mAP_many", "head"), ("mAP_medium", "medium"), ("mAP_few", "tail")],
+}
 
 PACKAGES = ("ltbench", "torch", "torchvision", "lightning", "torchmetrics", "timm", "open_clip_torch", "numpy", "scikit-learn")
 
@@ -57,7 +63,9 @@ def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
     """Write to a temporary file beside ``path`` and rename it over: readers never see half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # os.open with 0o666 lets the umask decide the mode, as for every other run file (mkstemp forces 0600)
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "w") as f:
             json.dump(jsonable(data), f, indent=2, sort_keys=False)
@@ -67,3 +75,17 @@ def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def metrics_table(metrics: dict[str, Any], task: str, title: str = "test") -> str:
+    """A run's final table: headline metrics in percent, in board order (overall, many, medium, few;
+    mAP, head, medium, tail), then any others by name; n/a for missing or non-finite values."""
+    columns = METRIC_COLUMNS.get(task, [])
+    known = {k for k, _ in columns}
+    rows = [(label, metrics.get(key)) for key, label in columns] + [(k, v) for k, v in sorted(metrics.items()) if k not in known]
+    width = max([len(label) for label, _ in rows] + [len(title) + 4])
+    lines = [f"{title} (%)"]
+    for label, value in rows:
+        number = float(value) if value is not None else math.nan
+        lines.append(f"{label:<{width}}  {100 * number:6.2f}" if math.isfinite(number) else f"{label:<{width}}  {'n/a':>6}")
+    return "\n".join(lines)

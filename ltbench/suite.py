@@ -18,15 +18,18 @@ import json
 import math
 import os
 import re
+import signal
+import threading
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 import yaml
 
-from ltbench.errors import LTBenchError
+from ltbench.errors import Interrupted, LTBenchError
+from ltbench.rundirs import sweep_point_name
 
 RUNTIME_KEYS = ("run_dir", "name", "version", "test_after_fit", "checkpoint", "ckpt_path", "config", "optimizer", "lr_scheduler")
 #: LightningCLI warns when called in-process while sys.argv holds the suite command; that is intended here
@@ -226,23 +229,6 @@ def ltbench_args(spec: dict[str, Any], params: dict[str, Any]) -> tuple[str, lis
     raise LTBenchError(f"sweep command {spec.get('command')} has no ltbench subcommand (fit, test, ...)")
 
 
-def _short_names(names: list[str]) -> dict[str, str]:
-    """The shortest dotted suffix of each parameter name that no other name ends with."""
-    out = {}
-    for n in names:
-        parts = n.split(".")
-        for k in range(1, len(parts) + 1):
-            cand = ".".join(parts[-k:])
-            if not any(o != n and (o == cand or o.endswith("." + cand)) for o in names):
-                break
-        out[n] = cand
-    return out
-
-
-def _fmt_value(v: Any) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-
 # ---- suites ---------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Entry:
@@ -367,7 +353,6 @@ def _sweep_entries(path: Path, root: Path, count: Optional[int], seed: int) -> l
     if subcommand != "fit":
         raise LTBenchError(f"{path}: a suite runs `ltbench fit` sweeps; this one runs {subcommand}")
     points = expand_sweep(spec, count, seed)
-    short = _short_names(sorted(spec["parameters"]))
     out = []
     for params in points:
         _, args = ltbench_args(spec, params)
@@ -381,9 +366,8 @@ def _sweep_entries(path: Path, root: Path, count: Optional[int], seed: int) -> l
         i = rest.index("--config")
         del rest[i : i + 2]
         rest = [(str(root / a) if prev == "--config" and not Path(a).is_absolute() else a) for prev, a in zip([None, *rest], rest)]
-        varied = {k: v for k, v in params.items() if parameter_kind(k, spec["parameters"][k]) != "constant"}
-        label = base.stem + "".join(f",{short[k]}={_fmt_value(v)}" for k, v in sorted(varied.items()))
-        out.append(Entry(label=re.sub(r"[^\w.,=+-]", "_", label), config=base, args=tuple(rest), params=tuple(sorted(params.items()))))
+        # named as a `wandb agent` run of the point names itself (ltbench.rundirs), so both routes share directories
+        out.append(Entry(label=sweep_point_name(base.stem, params), config=base, args=tuple(rest), params=tuple(sorted(params.items()))))
     return out
 
 
@@ -406,13 +390,15 @@ def _subset(small: Any, big: Any) -> bool:
 
 def resolved_config(args: list[str]) -> dict[str, Any]:
     """The config ``ltbench fit`` would run with, parsed but not instantiated."""
-    from ltbench.cli import run
+    from ltbench.runner import run
 
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=IN_PROCESS_WARNING)
         try:
             run(["fit", *args, "--print_config"])
+        except LTBenchError as e:
+            raise LTBenchError(f"config {args[1]} does not parse ({e}); run `ltbench fit {' '.join(args)} --print_config`") from None
         except SystemExit as e:
             if e.code not in (0, None):
                 detail = err.getvalue().strip().splitlines()
@@ -472,30 +458,61 @@ def plan(suite: Suite, shard: Optional[tuple[int, int]] = None) -> tuple[list[tu
     return mine, [(e, s) for e, s in mine if not is_done(suite, e, s, resolver)]
 
 
+@contextlib.contextmanager
+def _sigterm_flag() -> Iterator[list[int]]:
+    """A list that holds the signal once SIGTERM arrives (truthy), for the suite to stop between runs.
+
+    The handler only records: inside a run, Lightning calls it after its own, which ends the run at
+    the next step; the run then raises ``Interrupted``.
+    """
+    got: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield got
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: got.append(signum))
+    try:
+        yield got
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_suite(
     suite: Suite, progress: Callable[[str], None] = print, shard: Optional[tuple[int, int]] = None
 ) -> list[tuple[Entry, int, Optional[str]]]:
     """Run every missing (entry, seed) of this runner's share in-process; (entry, seed, error or None) per run."""
     from tqdm.auto import tqdm
 
-    from ltbench.cli import run, user_error
+    from ltbench.errors import user_error
+    from ltbench.runner import run
 
     # W&B pieces in a suite (or sweep commands) log locally unless the user asks for online
     os.environ.setdefault("WANDB_MODE", "offline")
     mine, todo = plan(suite, shard)
     share = f" (shard {shard[0]}/{shard[1]})" if shard else ""
     progress(f"suite {suite.name}{share}: {len(mine)} runs, {len(mine) - len(todo)} already recorded, {len(todo)} to run")
-    results = []
+    results: list[tuple[Entry, int, Optional[str]]] = []
     bar = tqdm(todo, desc=f"suite {suite.name}", unit="run", dynamic_ncols=True)
-    for entry, seed in bar:
-        bar.set_postfix_str(f"{entry.label} seed {seed}")
-        try:
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message=IN_PROCESS_WARNING)
-                run(["fit", *suite.run_args(entry, seed), "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"])
-            results.append((entry, seed, None))
-        except Exception as e:  # one broken run must not stop the suite
-            message = user_error(e) or f"{type(e).__name__}: {e}"
-            progress(f"run {entry.label} seed {seed} failed: {message}")
-            results.append((entry, seed, message))
+    with _sigterm_flag() as stop:
+        for entry, seed in bar:
+            try:
+                if stop:  # SIGTERM between runs
+                    raise Interrupted(f"stopped by SIGTERM before {entry.label} seed {seed}")
+                bar.set_postfix_str(f"{entry.label} seed {seed}")
+                try:
+                    with warnings.catch_warnings():
+                        warnings.filterwarnings("ignore", message=IN_PROCESS_WARNING)
+                        run(["fit", *suite.run_args(entry, seed), "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"])
+                    results.append((entry, seed, None))
+                except Exception as e:  # one broken run must not stop the suite
+                    message = user_error(e) or f"{type(e).__name__}: {e}"
+                    progress(f"run {entry.label} seed {seed} failed: {message}")
+                    results.append((entry, seed, message))
+            except Interrupted as e:
+                done = [f"{en.label} seed {s}" for en, s in mine if (en, s) not in todo or (en, s, None) in results]
+                raise Interrupted(
+                    f"suite {suite.name}: {e.message.split('; ')[0]}; {len(done)} of {len(mine)} runs recorded"
+                    + (f" ({', '.join(done[:12])}{' ...' if len(done) > 12 else ''})" if done else "")
+                    + "; run the same command again to resume",
+                    e.code,
+                ) from None
     return results

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
+import os
+import signal
 from pathlib import Path
+from types import ModuleType
+from typing import Optional
 
 import lightning as L
 
@@ -12,6 +17,23 @@ from ltbench.methods import CrossEntropy
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 CE_DIGITS = str(REPO / "configs" / "ce_digits_lt.yaml")
+
+
+def load_benchmark_script(name: str) -> ModuleType:
+    """``benchmarks/<name>.py`` as a module (the scripts are not a package)."""
+    spec = importlib.util.spec_from_file_location(f"ltbench_benchmark_{name}", REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def free_port() -> int:
+    """A free TCP port on localhost, for a torch.distributed rendezvous in a test."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 class StopAfterEpoch(L.Callback):
@@ -35,3 +57,14 @@ class NaNAfterSteps(CrossEntropy):
     def training_loss(self, logits, target):
         loss = super().training_loss(logits, target)
         return loss * math.nan if self.global_step >= self.nan_after else loss
+
+
+class SigtermAfterEpoch(L.Callback):
+    """Sends this process SIGTERM after ``epoch``, as a scheduler would, in the run named ``run_name`` (any if None)."""
+
+    def __init__(self, epoch: int = 0, run_name: Optional[str] = None) -> None:
+        self.epoch, self.run_name = epoch, run_name
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == self.epoch and self.run_name in (None, Path(trainer.log_dir).parent.name):
+            os.kill(os.getpid(), signal.SIGTERM)

@@ -34,9 +34,11 @@ def test_posthoc_logit_adjustment_subtracts_tau_log_prior():
         assert np.allclose(m.inference_logits(x).numpy(), m(x).numpy() - 1.5 * prior, atol=1e-6)
         zero = LogitAdjustment(tau=0.0, **FACTS).eval()
         assert torch.equal(zero.inference_logits(x), zero(x))
-    # the adjustment moves predictions towards rare classes
-    logits = torch.zeros(1, 4)
-    assert (logits - 1.0 * m.prior).argmax().item() == 3
+        # a classifier that cannot tell the classes apart: the adjusted prediction is the rarest class
+        m.head.weight.zero_()
+        m.head.bias.zero_()
+        assert m(x).argmax(1).tolist() == [0] * 6  # ties go to class 0 before adjustment
+        assert m.inference_logits(x).argmax(1).tolist() == [int(np.argmin(COUNTS))] * 6
 
 
 def test_balanced_softmax_loss_is_ce_on_prior_shifted_logits():
@@ -53,18 +55,40 @@ def test_balanced_softmax_loss_is_ce_on_prior_shifted_logits():
         BalancedSoftmax(task="multilabel", **FACTS)
 
 
-def test_cosine_head_bounded_and_scale_invariant():
+def _np_cosine_logits(x: np.ndarray, w: np.ndarray, scale: float, squash: bool = False) -> np.ndarray:
+    """Reference written from the definitions: s * <x, w> / (||x|| ||w||); OLTR's CosNorm scales x by ||x|| / (1 + ||x||)."""
+    nx = np.sqrt((x**2).sum(1, keepdims=True))
+    nw = np.sqrt((w**2).sum(1, keepdims=True))
+    cos = (x @ w.T) / (nx * nw.T)
+    return scale * cos * (nx / (1 + nx) if squash else 1.0)
+
+
+def test_cosine_head_is_scaled_cosine_similarity():
+    torch.manual_seed(0)
     head = CosineHead(16, 5, scale=16.0)
     x = torch.randn(10, 16)
     out = head(x)
-    assert out.abs().max() <= 16.0 + 1e-5
-    assert torch.allclose(head(3.0 * x), out, atol=1e-5)
+    w = head.weight.detach().double().numpy()
+    assert np.allclose(out.detach().numpy(), _np_cosine_logits(x.double().numpy(), w, 16.0), atol=1e-5)
+    assert torch.allclose(head(3.0 * x), out, atol=1e-5)  # invariant to the feature's scale ...
     with torch.no_grad():
         head.weight.mul_(torch.arange(1, 6).float().unsqueeze(1))
-    assert torch.allclose(head(x), out, atol=1e-5)
+    assert torch.allclose(head(x), out, atol=1e-5)  # ... and to each class weight's
     assert isinstance(CosineClassifier(**FACTS).head, CosineHead)
     learn = CosineHead(16, 5, learn_scale=True)
     assert any(p is learn.scale for p in learn.parameters())
+
+
+def test_squashed_cosine_head_is_oltr_cosnorm():
+    """OLTR / Decoupling's CosNorm_Classifier: not scale-invariant, logits shrink for small features."""
+    torch.manual_seed(1)
+    head = CosineHead(16, 5, scale=16.0, squash=True)
+    x = torch.randn(10, 16) * torch.linspace(0.05, 3, 10).unsqueeze(1)
+    w = head.weight.detach().double().numpy()
+    assert np.allclose(head(x).detach().numpy(), _np_cosine_logits(x.double().numpy(), w, 16.0, squash=True), atol=1e-5)
+    assert not torch.allclose(head(3.0 * x), head(x), atol=1e-3)
+    m = CosineClassifier(squash=True, **FACTS)
+    assert m.head.squash and m.hparams.squash
 
 
 REGISTERED = sorted(
@@ -81,18 +105,122 @@ def test_every_method_is_registered():
 
 METHOD_TASKS = [(cls, task) for cls in REGISTERED for task in cls.tasks]
 LABELS = torch.tensor([0, 1, 2, 3, 0, 0, 1, 3])
+LOG_PRIOR = np.log(np.array(COUNTS) / sum(COUNTS))
+
+
+# ---- references written from the papers' formulas, in float64 numpy ----------------------------------
+def _np_ce(z: np.ndarray, y: np.ndarray) -> float:
+    z = z - z.max(1, keepdims=True)
+    return float(-(z[np.arange(len(y)), y] - np.log(np.exp(z).sum(1))).mean())
+
+
+def _np_sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1 / (1 + np.exp(-z))
+
+
+def _np_bce(z: np.ndarray, y: np.ndarray) -> np.ndarray:
+    p = _np_sigmoid(z)
+    return -(y * np.log(p) + (1 - y) * np.log(1 - p))
+
+
+def _np_asl(z: np.ndarray, y: np.ndarray, gamma_neg=4.0, gamma_pos=0.0, clip=0.05) -> float:
+    p = _np_sigmoid(z)
+    pm = np.maximum(p - clip, 0)
+    pos = y * np.log(p) * (1 - p) ** gamma_pos
+    neg = (1 - y) * np.log(1 - pm) * pm**gamma_neg
+    return float(-(pos + neg).mean())
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().double().numpy()
+
+
+def _loss_ref(m, task, logits, y):
+    """Plain CE (softmax) or BCE (sigmoid) on the method's logits."""
+    return _np_ce(_np(logits), y.numpy()) if task == "multiclass" else float(_np_bce(_np(logits), _np(y)).mean())
+
+
+def _check_ce(m, task, x, y, logits, loss):
+    assert loss.item() == pytest.approx(_loss_ref(m, task, logits, y), rel=1e-5)
+
+
+def _check_la(m, task, x, y, logits, loss):
+    m.eval()
+    with torch.no_grad():
+        assert np.allclose(_np(m.inference_logits(x) - m(x)), -m.tau * LOG_PRIOR, atol=1e-5)  # logits - tau log pi
+
+
+def _check_bs(m, task, x, y, logits, loss):
+    assert loss.item() == pytest.approx(_np_ce(_np(logits) + LOG_PRIOR, y.numpy()), rel=1e-5)  # CE(logits + log pi)
+
+
+def _check_cosine(m, task, x, y, logits, loss):
+    feats = _np(m.backbone(x))
+    assert np.allclose(_np(logits), _np_cosine_logits(feats, _np(m.head.weight), 16.0), atol=1e-4)
+
+
+def _check_crt(m, task, x, y, logits, loss):
+    first, second = m.stages()
+    assert first.sampler == "instance" and first.train is None and not first.reinit  # joint representation learning
+    assert second.sampler == "class_balanced" and second.train == ("head",) and second.reinit == ("head",)  # re-trained classifier
+
+
+def _check_asl(m, task, x, y, logits, loss):
+    assert loss.item() == pytest.approx(_np_asl(_np(logits), _np(y)), rel=1e-5)  # gamma- 4, gamma+ 0, margin 0.05
+
+
+def _check_focal(m, task, x, y, logits, loss):
+    z, t = _np(logits), _np(y)
+    p = _np_sigmoid(z)
+    pt = np.where(t == 1, p, 1 - p)
+    assert loss.item() == pytest.approx(float((2 * (1 - pt) ** 2 * _np_bce(z, t)).mean()), rel=1e-5)  # gamma 2, balance 2
+
+
+def _check_dbfocal(m, task, x, y, logits, loss):
+    # re-sampling is part of the method: it trains with class-aware sampling whatever the data module says
+    assert [s.sampler for s in m.stages()] == ["class_aware"]
+
+
+def _check_tde(m, task, x, y, logits, loss):
+    # training logits come from the causal-norm head, inside (-tau, tau) ...
+    assert logits.abs().max().item() < m.head.tau
+    # ... and the forward pass accumulated the head direction d <- mu * 0 + batch mean of the features
+    assert torch.allclose(m.embed_mean, m.backbone(x).detach().mean(0), atol=1e-5)
+    m.eval()
+    with torch.no_grad():  # at inference the counterfactual subtraction changes the logits (alpha 3)
+        assert not torch.allclose(m.inference_logits(x), m(x), atol=1e-4)
+
+
+def _check_cprfl(m, task, x, y, logits, loss):
+    m.eval()
+    with torch.no_grad():
+        parts = m.forward_parts(x)
+    v, p = _np(parts["features"]), _np(parts["prompts"])
+    assert np.allclose(_np(parts["logits"]), (v * p[None]).sum(-1), atol=1e-4)  # s_c = <V_c, P_c>
+    ref = _np_ce(_np(logits), y.numpy()) if task == "multiclass" else _np_asl(_np(logits), _np(y))
+    assert loss.item() == pytest.approx(ref, rel=1e-5)
+
+
+OWN_MATHS = {
+    "CrossEntropy": _check_ce, "BCE": _check_ce, "LogitAdjustment": _check_la, "BalancedSoftmax": _check_bs,
+    "CosineClassifier": _check_cosine, "CRT": _check_crt, "ASL": _check_asl, "Focal": _check_focal,
+    "DBFocal": _check_dbfocal, "TDE": _check_tde, "CPRFL": _check_cprfl,
+}  # fmt: skip
 
 
 @pytest.mark.parametrize("cls,task", METHOD_TASKS, ids=lambda v: getattr(v, "__name__", v))
 def test_every_method_trains_one_step_and_predicts(cls, task):
+    assert cls.__name__ in OWN_MATHS, f"add a check of {cls.__name__}'s own maths to OWN_MATHS"
     torch.manual_seed(0)
     m = cls(task=task, **FACTS)
     x = _x(8)
     y = LABELS if task == "multiclass" else F.one_hot(LABELS, 4).maximum(torch.eye(4)[[1, 1, 0, 0, 3, 2, 2, 0]].long())
-    loss = m.training_loss(m(x), y)
+    logits = m(x)
+    loss = m.training_loss(logits, y)
     assert loss.ndim == 0 and torch.isfinite(loss)
     loss.backward()
     assert all(p.grad is not None for p in m.head.parameters())
+    OWN_MATHS[cls.__name__](m, task, x, y, logits, loss)
     m.eval()
     with torch.no_grad():
         scores = m.scores(m.inference_logits(x[:1]))

@@ -174,6 +174,21 @@ def test_real_md5_table_rejects_fixture(cifar_root):
         CIFAR10LT(root=str(path)).train_targets
 
 
+def test_md5_table_is_torchvisions_published_one():
+    """Every file's MD5 and both archives' against torchvision's CIFAR10/CIFAR100 constants (an independent copy)."""
+    from torchvision.datasets import CIFAR10, CIFAR100
+
+    published = {}
+    for tv, ours in ((CIFAR10, CIFAR10LT), (CIFAR100, CIFAR100LT)):
+        assert tv.base_folder == ours.folder
+        assert (tv.tgz_md5, tv.url) == (ours.archive_md5, ours.archive_url)
+        assert [n for n, _ in tv.train_list] == list(ours.train_files) and [n for n, _ in tv.test_list] == list(ours.test_files)
+        assert tv.meta["filename"] == ours.meta_file
+        for name, md5 in [*tv.train_list, *tv.test_list, (tv.meta["filename"], tv.meta["md5"])]:
+            published[f"{tv.base_folder}/{name}"] = md5
+    assert cifar.MD5S == published
+
+
 def test_corrupted_file_names_it(cifar_root, monkeypatch, tmp_path):
     path, md5s = cifar_root
     monkeypatch.setattr(cifar, "MD5S", md5s)

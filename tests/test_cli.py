@@ -2,15 +2,20 @@
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
-from ltbench.cli import main, run, user_error
-from ltbench.errors import LTBenchError
+from ltbench.cli import main
+from ltbench.errors import LTBenchError, user_error
+from ltbench.runner import run
 from tests.helpers import CE_DIGITS, REPO
 
 QUIET = ["--trainer.enable_progress_bar", "false"]
@@ -41,7 +46,7 @@ def test_fit_then_test_writes_a_complete_record(tmp_path):
     assert len(per_class) == 10 and rec["per_class"]["train_counts"][0] == 120
     assert m["acc_many"] == pytest.approx(per_class[0])
     assert m["acc_few"] == pytest.approx(sum(per_class[4:]) / 6)
-    assert rec["num_test_samples"] == 500
+    assert rec["num_test_samples"] == rec["test_split_size"] == 500 and rec["partial_test"] is False
     assert rec["throughput"]["train_images_per_s"] > 0
     assert rec["config"]["model"]["class_path"] == "ltbench.methods.CrossEntropy"
     assert rec["config"]["trainer"]["max_epochs"] == 6
@@ -50,9 +55,26 @@ def test_fit_then_test_writes_a_complete_record(tmp_path):
     assert not list(Path(cli.model.record_path).parent.glob(".*.tmp"))
 
 
-def test_same_seed_same_numbers(tmp_path):
+def test_limited_test_run_is_recorded_as_partial_and_records_honour_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        cli = _fit(tmp_path, "--trainer.max_epochs", "1", "--trainer.limit_test_batches", "2", "--data.init_args.eval_batch_size", "8")
+    finally:
+        os.umask(old)
+    rec = _record(cli)
+    assert (rec["num_test_samples"], rec["test_split_size"], rec["partial_test"]) == (16, 500, True)
+    assert Path(cli.model.record_path).stat().st_mode & 0o777 == 0o644
+
+
+def test_same_seed_same_numbers_in_another_process(tmp_path):
+
     a = _record(_fit(tmp_path / "a", "--trainer.max_epochs", "3", "--seed_everything", "1"))
-    b = _record(_fit(tmp_path / "b", "--trainer.max_epochs", "3", "--seed_everything", "1"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "ltbench.cli", "fit", "--config", CE_DIGITS, "--run_dir", str(tmp_path / "b"), *QUIET, "--trainer.max_epochs", "3", "--seed_everything", "1"],
+        cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    b = json.loads((tmp_path / "b" / "CrossEntropy-DigitsLT" / "seed1" / "record.json").read_text())
     c = _record(_fit(tmp_path / "c", "--trainer.max_epochs", "3", "--seed_everything", "2"))
     assert a["metrics"] == b["metrics"] and a["per_class"] == b["per_class"]
     assert a["protocol"]["subset_sha256"] == c["protocol"]["subset_sha256"]  # the split is fixed by subset_seed
@@ -78,6 +100,14 @@ def test_nan_loss_is_one_clear_error(tmp_path):
         _fit(tmp_path, "--model", "tests.helpers.NaNAfterSteps", "--model.init_args.backbone", "tiny_cnn", "--trainer.log_every_n_steps", "1")
 
 
+def test_no_checkpoint_is_saved_from_a_non_finite_state(tmp_path):
+    """The loss turns NaN in epoch 2 between logging steps: the epoch-end save is refused, last.ckpt stays finite."""
+    with pytest.raises(LTBenchError, match="non-finite weights or training loss at epoch 1.*no checkpoint saved"):
+        _fit(tmp_path, "--model", "tests.helpers.NaNAfterSteps", "--model.init_args.backbone", "tiny_cnn", "--model.init_args.nan_after", "7", "--trainer.log_every_n_steps", "100", "--trainer.max_epochs", "3")
+    ckpt = torch.load(tmp_path / "NaNAfterSteps-DigitsLT" / "seed0" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["epoch"] == 0 and all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
+
+
 def test_missing_checkpoint_and_unknown_backbone_end_in_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["test", "--config", CE_DIGITS, "--run_dir", str(tmp_path), *QUIET, "--ckpt_path", str(tmp_path / "missing.ckpt")])
@@ -91,18 +121,11 @@ def test_missing_checkpoint_and_unknown_backbone_end_in_one_line(tmp_path, capsy
 
 
 def test_missing_dataset_names_the_expected_path(tmp_path, capsys):
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as e:
         main(["fit", "--config", str(REPO / "configs" / "ce_cifar10_lt.yaml"), "--data.init_args.root", str(tmp_path / "nowhere")])
+    assert e.value.code == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]
-    assert last.startswith("ltbench: error:") and str(tmp_path / "nowhere" / "cifar-10-batches-py") in last
-
-
-def test_wrong_config_key_is_named(tmp_path, capsys):
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("model:\n  init_args:\n    learning_rate: 0.1\n")
-    with pytest.raises(SystemExit):
-        run(["fit", "--config", CE_DIGITS, "--config", str(bad)])
-    assert "learning_rate" in capsys.readouterr().err
+    assert last.startswith("ltbench: error: CIFAR-10 folder missing: expected " + str(tmp_path / "nowhere" / "cifar-10-batches-py"))
 
 
 def test_user_error_finds_the_cause():
@@ -128,6 +151,7 @@ def test_two_process_evaluation_equals_one_process(tmp_path):
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "sync_dist" not in proc.stderr  # test/ scalars come from torchmetrics, already reduced
     two = json.loads((tmp_path / "CrossEntropy-DigitsLT" / "two" / "record.json").read_text())
     assert two["throughput"] == one["throughput"]
     assert two["num_test_samples"] == one["num_test_samples"] == 500
@@ -148,7 +172,7 @@ def test_validate_and_predict_subcommands(tmp_path):
     assert torch.allclose(scores.sum(1), torch.ones(500), atol=1e-5)
 
 
-def test_test_time_overrides_win_over_checkpoint_hyperparameters(tmp_path):
+def test_test_time_overrides_win_over_checkpoint_hyperparameters(tmp_path, capsys):
     """`ltbench test --ckpt_path X --model.init_args.tau V` evaluates with V (post-hoc LA needs no retraining)."""
     la = str(REPO / "configs" / "la_digits_lt.yaml")
     trained = run(["fit", "--config", la, "--run_dir", str(tmp_path), *QUIET, "--trainer.max_epochs", "2", "--test_after_fit", "false"])
@@ -159,5 +183,122 @@ def test_test_time_overrides_win_over_checkpoint_hyperparameters(tmp_path):
     assert plain.model.tau == 0 and adjusted.model.tau == 2
     assert _record(plain)["metrics"] != _record(adjusted)["metrics"]
     assert _record(adjusted)["config"]["model"]["init_args"]["tau"] == 2
-    with pytest.raises(SystemExit):
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
         main([*common, "--version", "wrong", "--model", "ltbench.methods.CosineClassifier", "--model.init_args.backbone", "tiny_cnn"])
+    assert e.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last == f"ltbench: error: checkpoint {ckpt} was trained by ltbench.methods.LogitAdjustment, but the config's model is ltbench.methods.CosineClassifier"
+
+
+def test_logger_false_still_writes_into_the_run_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cli = _fit(tmp_path / "runs", "--trainer.max_epochs", "1", "--trainer.logger", "false")
+    run_dir = tmp_path / "runs" / "CrossEntropy-DigitsLT" / "seed0"
+    assert Path(cli.model.record_path) == run_dir / "record.json"
+    assert (run_dir / "config.yaml").is_file() and (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]
+
+
+def test_testing_a_trained_run_writes_its_own_record_beside_the_training_one(tmp_path):
+    trained = _fit(tmp_path, "--trainer.max_epochs", "1")
+    run_dir = Path(trained.trainer.log_dir)
+    before = {f: (run_dir / f).read_bytes() for f in ("record.json", "config.yaml")}
+    test = ["test", "--config", CE_DIGITS, "--run_dir", str(tmp_path), *QUIET, "--ckpt_path", str(run_dir / "checkpoints" / "last.ckpt")]
+    a = run([*test, "--data.init_args.imb_ratio", "10"])
+    b = run(test)
+    assert {f: (run_dir / f).read_bytes() for f in before} == before  # the training run's files are untouched
+    paths = {Path(a.model.record_path), Path(b.model.record_path)}
+    assert len(paths) == 2 and all(p.parent.parent == run_dir and p.parent.name.startswith("test-last-") for p in paths)
+    assert _record(a)["protocol"]["imb_ratio"] == 10 and _record(a)["checkpoint"].endswith("last.ckpt")
+    assert (Path(a.model.record_path).parent / "config.yaml").is_file()
+    assert Path(run([*test, "--data.init_args.imb_ratio", "10"]).model.record_path) == Path(a.model.record_path)  # same test, same place
+
+
+def test_a_wandb_agent_point_gets_the_run_directory_a_suite_gives_it(tmp_path, monkeypatch):
+    """Under `wandb agent` (its env: sweep id, parameter file) a point is named from its parameters as in a suite."""
+    from ltbench.suite import Suite
+
+    params = tmp_path / "config-abc.yaml"
+    params.write_text("wandb_version: 1\n\nmodel.init_args.alpha:\n  value: 1.5\nmodel.init_args.optimizer.lr:\n  value: 0.05\n")
+    monkeypatch.setenv("WANDB_SWEEP_ID", "abc")
+    monkeypatch.setenv("WANDB_SWEEP_PARAM_PATH", str(params))
+    tde = str(REPO / "configs" / "tde_digits_lt.yaml")
+    cli = run(["--config", tde, "--model.init_args.alpha=1.5", "--model.init_args.optimizer.lr=0.05", "--run_dir", str(tmp_path)], run=False)
+    labels = [e.label for e in Suite.load(REPO / "benchmarks" / "sweep_tde_digits.yaml").entries]
+    assert Path(cli.trainer.log_dir) == tmp_path / "tde_digits_lt,alpha=1.5,lr=0.05" / "seed0"
+    assert "tde_digits_lt,alpha=1.5,lr=0.05" in labels and len(set(labels)) == 12
+
+
+def test_one_full_checkpoint_a_link_and_small_evaluated_weights(tmp_path):
+    """Resuming needs one full checkpoint (last.ckpt links to it); test/predict take the weights-only file."""
+    cli = _fit(tmp_path, "--trainer.max_epochs", "2")
+    ckpts = Path(cli.trainer.log_dir) / "checkpoints"
+    full = [p for p in ckpts.iterdir() if not p.is_symlink() and p.name != "weights.ckpt"]
+    assert len(full) == 1, sorted(p.name for p in ckpts.iterdir())
+    assert (ckpts / "last.ckpt").is_symlink() and (ckpts / "last.ckpt").resolve() == full[0].resolve()
+    weights = ckpts / "weights.ckpt"
+    assert weights.stat().st_size < 0.7 * full[0].stat().st_size
+    saved = torch.load(weights, weights_only=True, map_location="cpu")
+    assert "optimizer_states" not in saved and "callbacks" not in saved
+    for k, v in cli.model.state_dict().items():
+        assert torch.equal(v, saved["state_dict"][k]), k
+    rec = _record(cli)
+    assert rec["weights"] == str(weights)
+    again = run(["test", "--config", CE_DIGITS, "--ckpt_path", str(weights), "--run_dir", str(tmp_path), *QUIET, "--version", "w"])
+    assert _record(again)["metrics"] == rec["metrics"]
+    pred = run(["predict", "--config", CE_DIGITS, "--ckpt_path", str(weights), "--run_dir", str(tmp_path), *QUIET, "--version", "p"])
+    assert sum(len(b["index"]) for b in pred.trainer.predict_loop.predictions) == 500
+
+
+def test_a_run_prints_its_table_in_percent_and_none_of_the_known_noise(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.run(
+        [sys.executable, "-m", "ltbench.cli", "fit", "--config", CE_DIGITS, "--run_dir", str(tmp_path), *QUIET, "--trainer.max_epochs", "2"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    rec = json.loads(next(tmp_path.rglob("record.json")).read_text())
+    lines = out[out.index("test (%)"):].splitlines()[1:5]
+    expected = [("overall", "acc"), ("many", "acc_many"), ("medium", "acc_medium"), ("few", "acc_few")]
+    assert [line.split() for line in lines] == [[label, f"{100 * rec['metrics'][key]:.2f}"] for label, key in expected]
+    for noise in ("tensorboardX", "Tip: For seamless", "LeafSpec", "args parameter is intended", "Test metric"):
+        assert noise not in out, noise
+
+
+def test_sigterm_ends_fit_non_zero_with_where_it_stopped_and_how_to_resume(tmp_path):
+    """A real SIGTERM from outside (as a scheduler sends it) once the first epoch is checkpointed."""
+    cmd = [sys.executable, "-m", "ltbench.cli", "fit", "--config", CE_DIGITS, "--run_dir", str(tmp_path), *QUIET, "--trainer.max_epochs", "1000"]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    last = tmp_path / "CrossEntropy-DigitsLT" / "seed0" / "checkpoints" / "last.ckpt"
+    try:
+        deadline = time.monotonic() + 120
+        while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, err[-3000:]
+    line = err.strip().splitlines()[-1]
+    assert re.fullmatch(r"ltbench: fit stopped by SIGTERM after \d+ completed epochs \(step \d+\) of \S+seed0; resume with the same command and --ckpt_path last \(from \S+last\.ckpt\)", line), line
+    assert not (last.parent.parent / "record.json").exists()
+
+
+def test_sigterm_stops_a_suite_non_zero_saying_which_runs_are_done(tmp_path, capsys):
+    bench = tmp_path / "benchmarks"
+    bench.mkdir()
+    suite = {
+        "name": "s", "configs": [CE_DIGITS, str(REPO / "configs" / "la_digits_lt.yaml")], "seeds": [0],
+        "run_dir": str(tmp_path / "runs"), "output": str(tmp_path / "board"),
+        "overrides": ["--trainer.max_epochs=2", "--trainer.callbacks+=tests.helpers.SigtermAfterEpoch", "--trainer.callbacks.run_name=la_digits_lt"],
+    }  # fmt: skip
+    (bench / "s.yaml").write_text(yaml.safe_dump(suite))
+    with pytest.raises(SystemExit) as e:
+        main(["leaderboard", str(bench / "s.yaml")])
+    assert e.value.code == 143
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert re.fullmatch(r"ltbench leaderboard: suite s: fit stopped by SIGTERM after 1 completed epochs \(step 5\) of \S+la_digits_lt/seed0; 1 of 2 runs recorded \(ce_digits_lt seed 0\); run the same command again to resume", line), line
+    assert "| ce_digits_lt |" in (tmp_path / "board" / "leaderboard.md").read_text()
+    assert not (tmp_path / "runs" / "la_digits_lt" / "seed0" / "record.json").exists()

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ltbench.cli import run
+from ltbench.runner import run
 
 CONFIGS = sorted(p for p in (Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 

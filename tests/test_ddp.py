@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ltbench.cli import run
+from ltbench.runner import run
 from ltbench.suite import resolved_config
 from tests.helpers import CE_DIGITS, REPO
 
@@ -32,7 +32,7 @@ def test_every_strategy_piece_composes_with_a_run():
 
 SCRIPT = r"""
 import json, os, sys
-from ltbench.cli import run
+from ltbench.runner import run
 kind, piece = sys.argv[1], sys.argv[2]
 if kind == "slurm":
     os.environ.update(SLURM_NTASKS="16", SLURM_NTASKS_PER_NODE="8", SLURM_JOB_ID="1", SLURM_PROCID="9", SLURM_LOCALID="1",

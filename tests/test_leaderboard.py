@@ -165,7 +165,7 @@ def test_render_suite_merges_records_lists_missing_runs_and_checks_the_protocol(
 
 def test_records_written_by_several_machines_merge(tmp_path):
     """One runner per shard writes into a shared run_dir; --render-only renders them all."""
-    from ltbench.leaderboard import main
+    from ltbench.commands.leaderboard import main
 
     suite = _suite(tmp_path)
     for entry, seed in suite.runs():  # as if two machines each wrote half
@@ -178,3 +178,53 @@ def test_records_written_by_several_machines_merge(tmp_path):
     md = (tmp_path / "board" / "leaderboard.md").read_text()
     assert "| ce_digits_lt | ltbench | 2 |" in md and "| la_digits_lt | ltbench | 2 |" in md
     assert "more than one ltbench commit" in md and "Not yet recorded" not in md
+
+
+def test_staged_epochs_show_as_a_sum_and_the_footer_lists_versions_and_devices(tmp_path):
+    bench = tmp_path / "benchmarks"
+    bench.mkdir()
+    path = bench / "s.yaml"
+    path.write_text(json.dumps({"name": "s", "configs": [str(REPO / "configs" / f"{c}_digits_lt.yaml") for c in ("ce", "crt")], "seeds": [0, 1],
+                                "run_dir": str(tmp_path / "runs"), "output": str(tmp_path / "board")}))  # fmt: skip
+    suite = Suite.load(path)
+    for i, (entry, seed) in enumerate(suite.runs()):
+        rec = _record("DigitsLT", None, seed, 0.5, 0.2)
+        del rec["label"]
+        if entry.label == "crt_digits_lt":
+            rec["method"] = "CRT"
+            rec["protocol"].update(epochs=40, stages=[{"name": "representation", "epochs": 30}, {"name": "classifier", "epochs": 10}])
+        if i == 3:
+            rec["throughput"].update(devices=2, accelerator="cuda")
+            rec["versions"] = {"torch": "2.z", "lightning": "2.y"}
+        suite.record_path(entry, seed).parent.mkdir(parents=True)
+        suite.record_path(entry, seed).write_text(json.dumps(rec))
+    out = render_suite(suite)
+    md = out["md"].read_text()
+    crt_row = next(line for line in md.splitlines() if line.startswith("| crt_digits_lt |"))
+    ce_row = next(line for line in md.splitlines() if line.startswith("| ce_digits_lt |"))
+    assert "| 30+10 |" in crt_row and "| 3 |" in ce_row and "+" not in ce_row
+    assert ">30+10</td>" in out["html"].read_text()
+    footer = md[md.index("\n---\n") :]
+    assert "versions: torch 2.x, lightning 2.y (3); torch 2.z, lightning 2.y (1)" in footer
+    assert "devices per run: 1×cpu (3), 2×cuda (1)" in footer
+    assert "4 run records; ltbench commits: abcdef1234 (4)" in footer
+
+
+def test_partial_test_runs_are_left_off_the_board(tmp_path):
+    suite = _suite(tmp_path)
+    _write_records(suite)
+    path = suite.record_path(*suite.runs()[1])
+    rec = json.loads(path.read_text()) | {"num_test_samples": 8, "test_split_size": 500, "partial_test": True}
+    path.write_text(json.dumps(rec))
+    with pytest.warns(UserWarning, match=r"skipping run record .*: scored 8 of 500 test images"):
+        records, missing = suite_records(suite)
+    assert len(records) == 2 and any("partial test, 8 of 500 images" in m for m in missing)
+
+
+def test_run_table_is_in_percent_in_board_order():
+    from ltbench.records import metrics_table
+
+    single = metrics_table({"acc_few": 0.2333333492, "acc": 0.54000002, "acc_medium": 1.0, "acc_many": 1.0}, "multiclass")
+    assert single.splitlines() == ["test (%)", "overall    54.00", "many      100.00", "medium    100.00", "few        23.33"]
+    multi = metrics_table({"mAP_few": float("nan"), "mAP": 0.849, "extra": 0.5, "mAP_many": 0.9, "mAP_medium": None}, "multilabel")
+    assert [line.split() for line in multi.splitlines()[1:]] == [["mAP", "84.90"], ["head", "90.00"], ["medium", "n/a"], ["tail", "n/a"], ["extra", "50.00"]]

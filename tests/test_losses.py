@@ -69,26 +69,52 @@ def test_rebalance_weight_is_the_smoothed_sampling_ratio():
     assert np.allclose(w[2].numpy(), 1.1)  # no labels: r = inf
 
 
-def test_db_focal_matches_an_independent_computation():
+def _official_db_focal(logits, target, freq, n, s):
+    """The official ResampleLoss (wutong16/DistributionBalancedLoss, resample_loss.py), step by step,
+    in float64: rebalance weight, bias -log(N/n - 1) * init_bias / neg_scale, negative scaling of
+    logits and weights, focal factor from the unweighted BCE, balance_param, mean."""
+    y = target.double()
+    z = logits.double()
+    f = freq.double()
+    inv = 1 / f
+    r = inv.unsqueeze(0) / (y * inv).sum(1, keepdim=True)
+    weight = torch.sigmoid(s.map_beta * (r - s.map_gamma)) + s.map_alpha
+    bias = -torch.log(n / f - 1) * s.init_bias / s.neg_scale
+    z = z + bias
+    z = z * (1 - y) * s.neg_scale + z * y
+    weight = weight / s.neg_scale * (1 - y) + weight * y
+    bce = -(y * torch.log(torch.sigmoid(z)) + (1 - y) * torch.log(1 - torch.sigmoid(z)))
+    pt = torch.exp(-bce)
+    loss = s.balance * (1 - pt) ** s.focal_gamma * (weight * bce)
+    return loss.mean()
+
+
+@pytest.mark.parametrize("settings", [DBSettings(), DBSettings(neg_scale=5.0, map_gamma=0.3)], ids=["coco", "voc"])
+def test_db_focal_matches_the_official_resample_loss_term_by_term(settings):
     logits, target = _batch(3)
     freq = torch.tensor([300.0, 80.0, 30.0, 9.0, 2.0])
     n = 400
-    s = DBSettings()
-    y = target.double().numpy()
-    z = logits.double().numpy()
-    f = freq.double().numpy()
-    inv = 1 / f
-    with np.errstate(divide="ignore"):
-        r = inv[None, :] / (y * inv).sum(1, keepdims=True)
-    w = s.map_alpha + 1 / (1 + np.exp(-s.map_beta * (r - s.map_gamma)))
-    z = z + s.init_bias * np.log((f / n) / (1 - f / n))
-    lam = s.neg_scale
-    pos = np.log1p(np.exp(-z))  # -log sigmoid(z)
-    neg = np.log1p(np.exp(lam * z)) / lam  # negative-tolerant: (1/lambda) log(1 + e^{lambda z})
-    p_pos, p_neg = 1 / (1 + np.exp(-z)), 1 / (1 + np.exp(lam * z))
-    focal = np.where(y == 1, (1 - p_pos) ** 2 * pos, p_neg ** 0 * (1 - p_neg) ** 2 * neg)
-    ref = (s.balance * focal * w).mean()
-    assert db_focal_loss(logits, target, freq, n, s).item() == pytest.approx(ref, rel=1e-5)
+    x = logits.clone().requires_grad_(True)
+    loss = db_focal_loss(x, target, freq, n, settings)
+    loss.backward()
+    xr = logits.double().clone().requires_grad_(True)
+    ref = _official_db_focal(xr, target, freq, n, settings)
+    ref.backward()
+    assert loss.item() == pytest.approx(ref.item(), rel=1e-5)
+    assert torch.allclose(x.grad.double(), xr.grad, rtol=1e-4, atol=1e-7)
+
+
+def test_db_bias_is_init_bias_over_neg_scale():
+    """On positives alone (no negative scaling), without weights or focus, DB is BCE of s + b with
+    b = -log(N/n - 1) * init_bias / neg_scale: the bias shrinks as neg_scale grows."""
+    logits = torch.randn(4, 3, generator=torch.Generator().manual_seed(5))
+    target = torch.ones(4, 3, dtype=torch.long)
+    freq, n = torch.tensor([200.0, 20.0, 2.0]), 400
+    for neg_scale in (1.0, 2.0, 5.0):
+        s = DBSettings(neg_scale=neg_scale, init_bias=0.5, rebalance=False, focal=False)
+        bias = -torch.log(n / freq - 1) * 0.5 / neg_scale
+        ref = F.binary_cross_entropy_with_logits(logits + bias, target.float())
+        assert db_focal_loss(logits, target, freq, n, s).item() == pytest.approx(ref.item(), rel=1e-6)
 
 
 def test_db_without_its_parts_is_bce():

@@ -1,5 +1,10 @@
 """Backbones: ltbench's timm-registered CIFAR models and the Backbone wrapper over any timm model."""
 
+import json
+import os
+import subprocess
+import sys
+
 import pytest
 import timm
 import torch
@@ -8,6 +13,7 @@ from torch import nn
 from ltbench.errors import LTBenchError
 from ltbench.models import Backbone, create_backbone, list_ltbench_models
 from ltbench.models.cifar_resnet import BasicBlock, PadShortcut
+from tests.helpers import REPO
 
 LTBENCH_MODELS = list_ltbench_models()
 NUM_FEATURES = {"resnet32_cifar": 64, "resnet32_bbn": 128, "tiny_cnn": 64}
@@ -77,14 +83,39 @@ def test_gradients_reach_every_parameter(name):
         assert p.grad is not None and p.grad.abs().sum() > 0, pname
 
 
-@pytest.mark.parametrize("name", LTBENCH_MODELS)
-def test_deterministic_under_seed(name):
-    def run():
-        torch.manual_seed(123)
+SEEDED_BUILD = r"""
+import hashlib, json, sys, torch
+from ltbench.models import Backbone, list_ltbench_models
+out = {}
+for seed in sys.argv[1:]:
+    for name in list_ltbench_models():
+        torch.manual_seed(int(seed))
         backbone = Backbone(name)
-        return backbone(torch.randn(2, 3, 32, 32))
+        h = hashlib.sha256()
+        for key, value in backbone.state_dict().items():
+            h.update(key.encode() + value.cpu().numpy().tobytes())
+        h.update(backbone(torch.randn(2, 3, 32, 32)).detach().numpy().tobytes())
+        out[f"{name}@{seed}"] = h.hexdigest()
+print(json.dumps(out))
+"""
 
-    torch.testing.assert_close(run(), run(), rtol=0, atol=0)
+
+def test_same_seed_same_weights_and_outputs_across_processes():
+    """Two fresh interpreters with one seed build bit-identical models and outputs; another seed does not."""
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    procs = [
+        subprocess.Popen([sys.executable, "-c", SEEDED_BUILD, *seeds], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for seeds in (["123", "124"], ["123"])
+    ]  # fmt: skip
+    outs = []
+    for proc in procs:
+        stdout, stderr = proc.communicate(timeout=120)
+        assert proc.returncode == 0, stderr[-3000:]
+        outs.append(json.loads(stdout.strip().splitlines()[-1]))
+    first, second = outs
+    assert set(second) == {f"{n}@123" for n in LTBENCH_MODELS}
+    assert all(first[k] == second[k] for k in second)
+    assert all(first[f"{n}@123"] != first[f"{n}@124"] for n in LTBENCH_MODELS)
 
 
 @pytest.mark.parametrize("name", LTBENCH_MODELS)

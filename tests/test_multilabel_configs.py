@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from ltbench.cli import build
+from ltbench.runner import build
 from tests.helpers import REPO, SHARED
 
 SPLITS = SHARED / "data" / "splits"

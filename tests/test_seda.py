@@ -7,14 +7,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ltbench.cli import run
+from ltbench.runner import run
 from ltbench.errors import LTBenchError
 from ltbench.methods import SeDA
 from ltbench.methods.stages import StagePlan
 from ltbench.models.clip_text import TINY_TEXT
 from ltbench.models.feature_diffusion import NoiseSchedule, VectorDenoiser
 from ltbench.models.feature_stats import ClassCentres, FeatureNorm
-from tests.helpers import REPO
+from tests.helpers import REPO, free_port, load_benchmark_script
 
 COUNTS = [50, 20, 5, 1]
 FACTS = dict(backbone="tiny_cnn", in_chans=1, num_classes=4, train_class_counts=COUNTS, class_names=list("abcd"))
@@ -153,14 +153,6 @@ def test_feature_standardisation_uses_the_exact_statistics_of_all_updates():
         FeatureNorm(6, "batch")
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _rank_batches(rank):
     """Different data per rank, uneven sizes; the multilabel rows exercise multi-hot counts."""
     return [b for i, b in enumerate(_batches(multilabel=True)) if i % 2 == rank or i == 2]
@@ -185,7 +177,7 @@ def test_two_process_gloo_statistics_equal_the_global_batch():
 
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
-    port = _free_port()
+    port = free_port()
     procs = [ctx.Process(target=_stats_worker, args=(r, 2, port, out)) for r in range(2)]
     for p in procs:
         p.start()
@@ -335,12 +327,7 @@ def test_the_checkpoint_tests_without_the_text_tower(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_stage_cost_benchmark_times_every_stage_and_inference():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("seda_stage_cost", REPO / "benchmarks" / "seda_stage_cost.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    rows = module.measure(SEDA_DIGITS, batch_size=8, steps=2, warmup=1)
+    rows = load_benchmark_script("seda_stage_cost").measure(SEDA_DIGITS, batch_size=8, steps=2, warmup=1)
     assert [r["stage"] for r in rows] == ["backbone", "semantic_learner", "semantic_translator", "classifier", "inference"]
     assert all(r["ms_per_step"] > 0 for r in rows)
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from ltbench.cli import run
+from ltbench.runner import run
 from ltbench.methods.stages import Stage, StagePlan
 from tests.helpers import CE_DIGITS
 

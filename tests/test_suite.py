@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from ltbench.errors import LTBenchError
-from ltbench.leaderboard import main as leaderboard_main
+from ltbench.commands.leaderboard import main as leaderboard_main
 from ltbench.suite import Resolver, Suite, is_done, parse_shard, plan, resolved_config
 from tests.helpers import REPO
 
@@ -124,3 +124,30 @@ def test_suite_runs_missing_runs_once_resumes_and_renders(tmp_path, capsys):
     path = _suite_file(tmp_path, [CE], overrides=["--trainer.max_epochs", "1"])
     assert leaderboard_main([str(path), "--render-only"]) == 0
     assert not is_done(Suite.load(path), CE, 0)
+
+
+def test_a_failing_run_does_not_stop_the_others_and_the_command_exits_1(tmp_path, monkeypatch, capsys):
+    """The runner's own loop, with each run replaced by a stub (configs still parse for real)."""
+    import ltbench.cli
+
+    real_run, attempted = ltbench.cli.run, []
+
+    def run(args, **kwargs):
+        if "--print_config" in args:
+            return real_run(args, **kwargs)
+        name, seed = args[args.index("--name") + 1], int(args[args.index("--seed_everything") + 1])
+        attempted.append((name, seed))
+        if (name, seed) == ("ce_digits_lt", 0):
+            raise LTBenchError("digits_lt.npz:3: broken on purpose")
+        if (name, seed) == ("la_digits_lt", 0):
+            raise RuntimeError("CUDA out of memory")
+
+    monkeypatch.setattr(ltbench.cli, "run", run)
+    path = _suite_file(tmp_path, [CE, LA])
+    assert leaderboard_main([str(path)]) == 1
+    assert attempted == [("ce_digits_lt", 0), ("ce_digits_lt", 1), ("la_digits_lt", 0), ("la_digits_lt", 1)]
+    captured = capsys.readouterr()
+    assert "run ce_digits_lt seed 0 failed: digits_lt.npz:3: broken on purpose" in captured.out
+    last = captured.err.strip().splitlines()[-1]
+    assert last == "2 run(s) failed: ce_digits_lt seed 0: digits_lt.npz:3: broken on purpose; la_digits_lt seed 0: RuntimeError: CUDA out of memory"
+    assert (tmp_path / "board" / "leaderboard.md").is_file()  # the board is still rendered

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ltbench.cli import run
+from ltbench.runner import run
 from ltbench.errors import LTBenchError
 from ltbench.suite import Suite, agent_command, expand_sweep, grid_values, load_sweep, ltbench_args, parameter_kind
 from tests.helpers import REPO
@@ -162,3 +162,50 @@ def test_a_suite_runs_a_sweep_offline_one_entry_per_point(tmp_path):
     args = suite.run_args(e, 1)
     assert args[:2] == ["--config", str(e.config)] and "--model.init_args.alpha=0.5" in args and args[args.index("--name") + 1] == e.label
     assert Path(args[args.index("--config", 2) + 1]).is_file()  # the logger piece, resolved against the repository
+
+
+RANDOM_SWEEP = REPO / "configs" / "sweeps" / "tde_alpha_lr_cifar100_lt_r100.yaml"
+
+
+def _sweep_suite(tmp_path, sweep, **extra):
+    bench = tmp_path / "benchmarks"
+    bench.mkdir(exist_ok=True)
+    path = bench / "s.yaml"
+    path.write_text(yaml.safe_dump({"name": "s", "sweeps": [str(sweep)], "seeds": [0], **extra}))
+    return Suite.load(path)
+
+
+def _points(suite):
+    return [dict(e.params) for e in suite.entries]
+
+
+def test_suite_draws_sweep_count_points_seeded_by_sweep_seed(tmp_path):
+    spec = load_sweep(RANDOM_SWEEP)
+    three = _sweep_suite(tmp_path, RANDOM_SWEEP, sweep_count=3, sweep_seed=5)
+    assert len(three.entries) == 3 and len(three.runs()) == 3
+    assert _points(three) == expand_sweep(spec, 3, 5)
+    assert _points(_sweep_suite(tmp_path, RANDOM_SWEEP, sweep_count=3, sweep_seed=5)) == _points(three)  # reproducible
+    assert _points(_sweep_suite(tmp_path, RANDOM_SWEEP, sweep_count=3, sweep_seed=6)) != _points(three)
+    for p in _points(three):
+        assert 0.05 <= p["model.init_args.optimizer.lr"] <= 0.4 and p["model.init_args.alpha"] in [0.5 + 0.25 * i for i in range(11)]
+    default = _sweep_suite(tmp_path, RANDOM_SWEEP)  # no sweep_count: run_cap draws; no sweep_seed: seed 0
+    assert len(default.entries) == spec["run_cap"] == 16 and _points(default) == expand_sweep(spec, None, 0)
+    grid = _sweep_suite(tmp_path, REPO / "configs" / "sweeps" / "tde_alpha_lr_digits_lt.yaml", sweep_count=5)
+    assert len(grid.entries) == 5  # a grid's first sweep_count points
+
+
+def test_bayes_sweep_is_drawn_at_random_offline(tmp_path):
+    """W&B's bayes needs its server; offline the same spec gives the random search's seeded draws."""
+    spec = load_sweep(RANDOM_SWEEP)
+    command = [str(REPO / c) if str(c).startswith("configs/") else c for c in spec["command"]]
+    files = {}
+    for method in ("random", "bayes"):
+        files[method] = tmp_path / f"{method}.yaml"
+        files[method].write_text(yaml.safe_dump({**spec, "method": method, "command": command}))
+    bayes = _sweep_suite(tmp_path, files["bayes"], sweep_count=4, sweep_seed=2)
+    assert _points(bayes) == _points(_sweep_suite(tmp_path, files["random"], sweep_count=4, sweep_seed=2))
+    assert len(bayes.entries) == 4 and _points(bayes) != _points(_sweep_suite(tmp_path, files["bayes"], sweep_count=4, sweep_seed=3))
+    no_metric = tmp_path / "bayes_no_metric.yaml"
+    no_metric.write_text(yaml.safe_dump({k: v for k, v in {**spec, "method": "bayes"}.items() if k != "metric"}))
+    with pytest.raises(LTBenchError, match="a bayes sweep needs a metric"):
+        load_sweep(no_metric)

@@ -2,7 +2,6 @@
 
 import hashlib
 import json
-import socket
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -16,7 +15,7 @@ import torch.nn.functional as F
 from ltbench.methods import TDE
 from ltbench.methods.tde import counterfactual_logits
 from ltbench.models.heads import CausalNormHead
-from tests.helpers import REPO
+from tests.helpers import REPO, free_port
 
 COUNTS = [50, 20, 5, 1]
 FACTS = dict(backbone="tiny_cnn", in_chans=1, num_classes=4, train_class_counts=COUNTS, class_names=list("abcd"))
@@ -192,7 +191,7 @@ def test_buffer_is_checkpointed_and_restored():
 def test_lr_rule_for_mu():
     m = _model(mu=0.9, mu_schedule="lr")
     opt = torch.optim.SGD(m.parameters(), lr=0.2)
-    m._trainer = SimpleNamespace(optimizers=[opt])
+    m._trainer = SimpleNamespace(optimizers=[opt], current_epoch=0, global_rank=0)
     try:
         for lr, mu in [(0.2, 0.9), (0.02, 0.9), (0.01, 0.95), (0.0, 1.0)]:
             opt.param_groups[0]["lr"] = lr
@@ -204,12 +203,6 @@ def test_lr_rule_for_mu():
         assert fixed.mu == 0.9
     finally:
         m._trainer = None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _batches(rank):
@@ -241,7 +234,7 @@ def _ddp_worker(rank, world, port, out):
 def test_two_process_gloo_keeps_the_buffer_equal_and_global():
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
-    port = _free_port()
+    port = free_port()
     procs = [ctx.Process(target=_ddp_worker, args=(r, 2, port, out)) for r in range(2)]
     for p in procs:
         p.start()
@@ -302,7 +295,7 @@ def test_inference_settings_are_recorded():
 # ---- end to end ----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from ltbench.cli import run
+    from ltbench.runner import run
 
     root = tmp_path_factory.mktemp("tde")
     cli = run(["fit", "--config", TDE_DIGITS, "--run_dir", str(root), *QUIET, "--trainer.max_epochs", "8", "--test_after_fit", "false"])
@@ -310,7 +303,7 @@ def trained(tmp_path_factory):
 
 
 def _test_record(root, ckpt, version, *extra):
-    from ltbench.cli import run
+    from ltbench.runner import run
 
     cli = run(["test", "--config", TDE_DIGITS, "--ckpt_path", str(ckpt), "--run_dir", str(root), "--version", version, *QUIET, *extra])
     return json.loads(Path(cli.model.record_path).read_text())
@@ -333,7 +326,7 @@ def test_alpha_override_at_test_time_changes_the_record_without_retraining(train
 
 @pytest.mark.slow
 def test_alpha_sweep_reports_one_row_per_alpha(trained, capsys):
-    from ltbench.methods.tde_alpha_sweep import main
+    from ltbench.commands.tde_alpha_sweep import main
 
     root, ckpt = trained
     rows = main(["--config", TDE_DIGITS, "--ckpt_path", str(ckpt), "--alphas", "0", "3", "--run_dir", str(root), "--json", str(root / "sweep.json")])

@@ -7,7 +7,7 @@ import pytest
 import yaml
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 
-from ltbench.cli import run
+from ltbench.runner import run
 from ltbench.suite import resolved_config
 from tests.helpers import CE_DIGITS, REPO
 
@@ -55,3 +55,21 @@ def test_two_runs_in_one_directory_keep_their_files_in_the_run_directory(tmp_pat
     # nothing of the run lands in the logger's shared save_dir or the working directory
     assert not list(save_dir.glob("*.yaml")) and not list(save_dir.glob("*.json"))
     assert not (tmp_path / "config.yaml").exists() and not (tmp_path / "record.json").exists()
+
+
+@pytest.mark.slow
+def test_wandb_files_go_under_the_run_directory_and_the_run_is_finished(tmp_path, monkeypatch, capsys):
+    import wandb
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    cli = run(["fit", "--config", CE_DIGITS, "--config", WANDB, *QUIET, "--run_dir", str(tmp_path / "runs")])
+    run_dir = tmp_path / "runs" / "CrossEntropy-DigitsLT" / "seed0"
+    assert Path(cli.model.record_path) == run_dir / "record.json"
+    (offline,) = (run_dir / "wandb").glob("offline-run-*")
+    assert wandb.run is None  # finished by the CLI, not left to the interpreter's exit
+    assert not (tmp_path / "runs" / "wandb").exists() and not (tmp_path / "wandb").exists()
+    logs = "".join(p.read_text(errors="replace") for p in offline.rglob("*.log"))
+    assert "HandleAbandonedError" not in logs
+    assert f"wandb sync {offline}" in capsys.readouterr().err

@@ -10,6 +10,7 @@ distributed evaluation sampler pads in.
 from __future__ import annotations
 
 import os
+import warnings
 from functools import cached_property
 from typing import Any, ClassVar, Literal, Optional, Sequence
 
@@ -20,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ltbench.data.longtail import MULTI_LABEL_RULE, SINGLE_LABEL_RULE, ShotRule
 from ltbench.data.samplers import LTSampler, SamplerName
+from ltbench.errors import LTBenchError
 
 Task = Literal["multiclass", "multilabel"]
 Split = Literal["train", "val", "test"]
@@ -46,6 +48,10 @@ class LTDataModule(L.LightningDataModule):
         class_aware_samples: int = 1,
     ) -> None:
         super().__init__()
+        for key, value, least in (("batch_size", batch_size, 1), ("eval_batch_size", eval_batch_size, 1), ("num_workers", num_workers, 0),
+                                  ("epoch_samples", epoch_samples, 1), ("class_aware_samples", class_aware_samples, 1)):  # fmt: skip
+            if value is not None and not (isinstance(value, int) and value >= least):
+                raise LTBenchError(f"data.init_args.{key}: expected an integer >= {least}, got {value!r}")
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
@@ -98,8 +104,20 @@ class LTDataModule(L.LightningDataModule):
     @cached_property
     def train_class_counts(self) -> list[int]:
         t = self.train_targets
-        counts = t.sum(0) if t.ndim == 2 else np.bincount(t, minlength=self.num_classes)
-        return [int(c) for c in counts]
+        counts = [int(c) for c in (t.sum(0) if t.ndim == 2 else np.bincount(t, minlength=self.num_classes))]
+        if empty := [self.class_names[i] for i, c in enumerate(counts) if c == 0]:
+            # e.g. labels shifted by one: such a class would silently count as "few" and score n/a
+            shown = ", ".join(empty[:10]) + (f" and {len(empty) - 10} more" if len(empty) > 10 else "")
+            warnings.warn(
+                f"{type(self).__name__}: {len(empty)} of {self.num_classes} classes have no training image ({shown}); "
+                "check the training labels",
+                stacklevel=2,
+            )
+        return counts
+
+    @property
+    def classes_without_training_images(self) -> list[str]:
+        return [self.class_names[i] for i, c in enumerate(self.train_class_counts) if c == 0]
 
     @property
     def groups(self) -> dict[str, np.ndarray]:
@@ -118,6 +136,7 @@ class LTDataModule(L.LightningDataModule):
             "group_sizes": {k: int(v.sum()) for k, v in groups.items()},
             "sampler": self.sampler,
             "epoch_samples": self.epoch_samples or self.num_train,
+            "classes_without_training_images": self.classes_without_training_images,
             **self.protocol_extras(),
         }
 
@@ -141,6 +160,8 @@ class LTDataModule(L.LightningDataModule):
             self.dataset("test")
 
     def _loader(self, dataset: Dataset, batch_size: int, **kwargs: Any) -> DataLoader:
+        # in-memory datasets fetch a batch at once (``__getitems__``) and bring their own collate
+        kwargs.setdefault("collate_fn", getattr(dataset, "collate_fn", None))
         return DataLoader(
             dataset,
             batch_size=batch_size,

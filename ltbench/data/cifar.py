@@ -20,8 +20,9 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from ltbench.data.base import LTDataModule, Split
-from ltbench.data.longtail import imbalance_profile, indices_sha256, ldam_subsample
+from ltbench.data.longtail import check_imb_ratio, imbalance_profile, indices_sha256, ldam_subsample
 from ltbench.errors import DataError
+from ltbench.network import reachable
 
 CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
 
@@ -100,7 +101,7 @@ class _CIFARLT(LTDataModule):
         """
         super().__init__(**kwargs)
         self.root = root
-        self.imb_ratio = imb_ratio
+        self.imb_ratio = check_imb_ratio(imb_ratio)
         self.imb_profile = imb_profile
         self.subset_seed = subset_seed
         self.download = download
@@ -115,30 +116,40 @@ class _CIFARLT(LTDataModule):
     def _all_files(self) -> list[str]:
         return [*self.train_files, *self.test_files, self.meta_file]
 
+    def _file_intact(self, name: str) -> bool:
+        path = self._path(name)
+        if not os.path.isfile(path):
+            return False
+        expected = MD5S.get(f"{self.folder}/{name}")
+        if expected is None:
+            return True
+        with open(path, "rb") as f:
+            return hashlib.md5(f.read()).hexdigest() == expected
+
     def _intact(self) -> bool:
-        for name in self._all_files():
-            path = self._path(name)
-            if not os.path.isfile(path):
-                return False
-            expected = MD5S.get(f"{self.folder}/{name}")
-            if expected is not None:
-                with open(path, "rb") as f:
-                    if hashlib.md5(f.read()).hexdigest() != expected:
-                        return False
-        return True
+        return all(self._file_intact(name) for name in self._all_files())
 
     def prepare_data(self) -> None:
         if self.download and not self._intact():
             from torchvision.datasets.utils import download_and_extract_archive
 
-            download_and_extract_archive(
-                self.archive_url, download_root=self.root, filename=os.path.basename(self.archive_url), md5=self.archive_md5
-            )
+            where = f"without a network, extract {os.path.basename(self.archive_url)} under root={self.root} and set data.init_args.download=false"
+            if not reachable(self.archive_url):
+                raise DataError(f"{self.title}: data.init_args.download=true but {self.archive_url} cannot be reached; {where}")
+            try:
+                download_and_extract_archive(
+                    self.archive_url, download_root=self.root, filename=os.path.basename(self.archive_url), md5=self.archive_md5
+                )
+            except (OSError, RuntimeError) as e:  # URLError, a dropped connection, an MD5 mismatch of the archive
+                raise DataError(f"{self.title}: downloading {self.archive_url} failed ({e}); {where}") from None
 
     def _read(self, name: str) -> dict[str, Any]:
-        """Unpickle one file after checking its MD5; both come from one read of its bytes."""
+        """Unpickle one file after checking its MD5; both come from one read of its bytes.
+
+        With ``download`` a missing or corrupt file is fetched again (the archive re-extracted) first.
+        """
         path = self._path(name)
-        if not os.path.isfile(path) and self.download:
+        if self.download and not self._file_intact(name):
             self.prepare_data()
         folder = os.path.join(self.root, self.folder)
         if not os.path.isdir(folder):
@@ -152,8 +163,8 @@ class _CIFARLT(LTDataModule):
             got = hashlib.md5(raw).hexdigest()
             if got != expected:
                 raise DataError(
-                    f"{self.title} file corrupt: {path} has MD5 {got}, expected {expected}; "
-                    f"re-extract it ({CIFAR_URL} or download=True)"
+                    f"{self.title} file corrupt: {path} has MD5 {got}, expected {expected}; extract it again from "
+                    f"{os.path.basename(self.archive_url)} ({CIFAR_URL}), or set data.init_args.download=true to fetch it again"
                 )
         try:
             obj = pickle.loads(raw, encoding="latin1")

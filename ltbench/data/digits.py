@@ -6,7 +6,10 @@ and a long-tailed training split from the rest by the LDAM protocol (class 0 the
 
 from __future__ import annotations
 
-from functools import cached_property
+import gzip
+import importlib.util
+from functools import cached_property, lru_cache
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -14,7 +17,33 @@ import torch
 from torch.utils.data import Dataset
 
 from ltbench.data.base import LTDataModule, Split
-from ltbench.data.longtail import imbalance_profile, indices_sha256, ldam_subsample
+from ltbench.data.longtail import check_imb_ratio, imbalance_profile, indices_sha256, ldam_subsample
+
+
+def load_digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's 1797 digits: images (N, 8, 8) float64 in 0..16 and targets (N,) int64.
+
+    The same numbers as ``sklearn.datasets.load_digits``, read from the CSV scikit-learn ships,
+    because importing ``sklearn.datasets`` takes longer than a whole Digits run. Read once per
+    process (a suite runs many configs); callers get their own copies.
+    """
+    images, targets = _read_digits()
+    return images.copy(), targets.copy()
+
+
+@lru_cache(maxsize=1)
+def _read_digits() -> tuple[np.ndarray, np.ndarray]:
+    spec = importlib.util.find_spec("sklearn")
+    locations = spec.submodule_search_locations if spec else None
+    csv = Path(locations[0]) / "datasets" / "data" / "digits.csv.gz" if locations else None
+    if csv is None or not csv.is_file():
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        return digits.images, digits.target.astype(np.int64)
+    with gzip.open(csv, "rt", encoding="utf-8") as f:
+        data = np.loadtxt(f, delimiter=",")
+    return data[:, :-1].reshape(-1, 8, 8), data[:, -1].astype(np.int64)
 
 
 class TensorItems(Dataset):
@@ -28,6 +57,16 @@ class TensorItems(Dataset):
 
     def __getitem__(self, i: int):
         return self.images[i], self.targets[i], i
+
+    def __getitems__(self, indices: list[int]):
+        """A whole batch by one tensor index: the DataLoader calls this instead of ``__getitem__`` per
+        sample, and ``collate_fn`` passes the batch through."""
+        idx = torch.as_tensor(indices, dtype=torch.int64)
+        return self.images[idx], self.targets[idx], idx
+
+    @staticmethod
+    def collate_fn(batch):
+        return batch
 
 
 class DigitsLT(LTDataModule):
@@ -50,7 +89,7 @@ class DigitsLT(LTDataModule):
         **kwargs: Any,
     ) -> None:
         super().__init__(batch_size=batch_size, **kwargs)
-        self.imb_ratio = imb_ratio
+        self.imb_ratio = check_imb_ratio(imb_ratio)
         self.imb_profile = imb_profile
         self.n_max = n_max
         self.test_per_class = test_per_class
@@ -59,11 +98,8 @@ class DigitsLT(LTDataModule):
 
     @cached_property
     def _splits(self) -> dict[str, np.ndarray]:
-        from sklearn.datasets import load_digits
-
-        digits = load_digits()
-        images = (digits.images / 16.0).astype(np.float32)
-        targets = digits.target.astype(np.int64)
+        raw, targets = load_digits_arrays()
+        images = (raw / 16.0).astype(np.float32)
         rng = np.random.RandomState(self.split_seed)
         test_idx, pool_idx = [], []
         for c in range(10):

@@ -18,8 +18,8 @@ import torch
 from torch.utils.data import Dataset
 
 from ltbench.data.base import LTDataModule, Split
-from ltbench.data.digits import TensorItems
-from ltbench.data.longtail import imbalance_profile
+from ltbench.data.digits import TensorItems, load_digits_arrays
+from ltbench.data.longtail import check_imb_ratio, imbalance_profile
 
 NUM_DIGITS = 10
 CELL = 8
@@ -109,7 +109,7 @@ class DigitsMLLT(LTDataModule):
             subset_seed: the training label sets and which digit images fill them.
         """
         super().__init__(batch_size=batch_size, **kwargs)
-        self.imb_ratio = imb_ratio
+        self.imb_ratio = check_imb_ratio(imb_ratio)
         self.imb_profile = imb_profile
         self.n_max = n_max
         self.train_images = train_images
@@ -127,11 +127,8 @@ class DigitsMLLT(LTDataModule):
 
     @cached_property
     def _splits(self) -> dict[str, Any]:
-        from sklearn.datasets import load_digits
-
-        digits = load_digits()
-        images = np.rint(digits.images * (255.0 / 16.0)).astype(np.uint8)
-        targets = digits.target
+        raw, targets = load_digits_arrays()
+        images = np.rint(raw * (255.0 / 16.0)).astype(np.uint8)
         rng = np.random.default_rng([self.split_seed, 0])
         train_pools, test_pools = [], []
         for c in range(NUM_DIGITS):

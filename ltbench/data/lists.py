@@ -218,7 +218,7 @@ class ImageListLT(LTDataModule):
         with open(path, "rb") as f:
             data = f.read()
         try:
-            text = data.decode("utf-8")
+            text = data.decode("utf-8-sig")  # a byte-order mark is not part of the first path
         except UnicodeDecodeError as e:
             raise DataError(f"{path}: not UTF-8 text (byte {e.start}); expected {LINE_FORMAT}") from None
         paths, labels = parse_list(text, path, self.num_classes_expected, self.source)
@@ -238,7 +238,7 @@ class ImageListLT(LTDataModule):
     def load_class_names(self) -> list[str]:
         names_path = os.path.join(self.list_dir, CLASSNAMES_FILE)
         if os.path.isfile(names_path):
-            with open(names_path, encoding="utf-8") as f:
+            with open(names_path, encoding="utf-8-sig") as f:
                 names = [ln.strip() for ln in f if ln.strip()]
             expected = self.num_classes_expected
             if expected is not None and len(names) != expected:
@@ -343,6 +343,11 @@ class PlacesLT(ImageListLT):
         "facebookresearch/classifier-balancing data/Places_LT/ or the OLTR Google Drive; "
         "images from Places365-Standard (small, 256x256)"
     )
+    known_lists = (
+        KnownList("Places_LT_train.txt", sha256="726c4871dcbf07ce2f857703bfe32e9a83ffbf52d704239f6d95c4f4f4c247f7"),
+        KnownList("Places_LT_val.txt", sha256="719e3cf3766c09134ea28f56f1036c78def511ac1ed2c2532a6beef78f2439ba"),
+        KnownList("Places_LT_test.txt", sha256="44eee8441c8098c59195465abede425721bc35525d75209f9433b161a6eb37bc"),
+    )
 
 
 class INat2018(ImageListLT):
@@ -355,3 +360,4 @@ class INat2018(ImageListLT):
         "facebookresearch/classifier-balancing data/iNaturalist18/ (gen_lists.py from train2018.json/val2018.json); "
         "images from the iNaturalist 2018 competition"
     )
+    known_lists = (KnownList("iNaturalist18_val.txt", sha256="efaeff65f80641b60864470e6f255aa69453406ef5717eec8c6681748f3a61f3"),)

@@ -12,6 +12,8 @@ from typing import Literal, Sequence
 
 import numpy as np
 
+from ltbench.errors import LTBenchError
+
 Profile = Literal["exp", "step"]
 
 
@@ -26,6 +28,13 @@ def step_profile(n_max: int, num_classes: int, imb_ratio: float) -> list[int]:
     """First half of the classes keep n_max, the rest n_max / rho (LDAM's step imbalance)."""
     half = num_classes // 2
     return [int(n_max)] * half + [int(n_max / imb_ratio)] * (num_classes - half)
+
+
+def check_imb_ratio(imb_ratio: float) -> float:
+    """``imb_ratio`` as a data module's config takes it, or the one-line error naming the key."""
+    if not (isinstance(imb_ratio, (int, float)) and imb_ratio >= 1):  # NaN fails too
+        raise LTBenchError(f"data.init_args.imb_ratio: expected a number >= 1 (rho = n_max / n_min; 1 keeps the set balanced), got {imb_ratio}")
+    return imb_ratio
 
 
 def imbalance_profile(profile: Profile, n_max: int, num_classes: int, imb_ratio: float) -> list[int]:

@@ -355,7 +355,7 @@ class MultiLabelLT(LTDataModule):
         with open(path, "rb") as f:
             data = f.read()
         try:
-            text = data.decode("utf-8")
+            text = data.decode("utf-8-sig")
         except UnicodeDecodeError as e:
             raise DataError(f"{path}: not UTF-8 text (byte {e.start})") from None
         digests = file_digests(data)
@@ -566,7 +566,7 @@ class VOCLT(MultiLabelLT):
             origin = os.path.join(devkit, "VOC2007", "ImageSets", "Main", "test.txt")
             if not os.path.isfile(origin):
                 raise DataError(f"VOC2007 test id list missing: expected {origin} (VOCtest_06-Nov-2007.tar)")
-            with open(origin, encoding="utf-8") as f:
+            with open(origin, encoding="utf-8-sig") as f:
                 ids = parse_ids(f.read(), origin)
             year = "2007"
         paths, targets = voc_targets(devkit, year, ids, self.class_names)

@@ -27,7 +27,7 @@ from ltbench.methods.optim import OptimizerConfig, SchedulerConfig, build_optimi
 from ltbench.methods.stages import Stage, StagePlan
 from ltbench.metrics import ShotGroupAccuracy, ShotGroupAveragePrecision
 from ltbench.models.backbone import Backbone
-from ltbench.records import git_commit, versions, write_json_atomic
+from ltbench.records import git_commit, metrics_table, versions, write_json_atomic
 
 Task = Literal["multiclass", "multilabel"]
 
@@ -276,6 +276,14 @@ class LTMethod(L.LightningModule):
         self._stop_epoch_timer()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # raising here stops the save: last.ckpt keeps the last finite state, so --ckpt_path last resumes sanely
+        tensors = [t for t in (*self.parameters(), *self.buffers()) if t.is_floating_point()]
+        if bool(self._nonfinite) or (tensors and not bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())):
+            raise LTBenchError(
+                f"non-finite weights or training loss at epoch {self.current_epoch}, step {self.trainer.global_step} "
+                f"(method {type(self).__name__}); no checkpoint saved from this state, the last one is left as it was; "
+                "lower model.init_args.optimizer.lr or check the data"
+            )
         checkpoint["ltbench"] = {"entered_stage": self.entered_stage, "throughput": self.throughput}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -312,7 +320,10 @@ class LTMethod(L.LightningModule):
             "seed": proto.get("seed"),
             "protocol": proto,
             "metrics": {k: float(v) for k, v in result.items() if k != "num_samples"},
-            "num_test_samples": int(result.get("num_samples", -1)),
+            "num_test_samples": (scored := int(result.get("num_samples", -1))),
+            "test_split_size": (size := self._test_split_size()),
+            # a run limited with limit_test_batches scores part of the split: not comparable on a board
+            "partial_test": size is not None and 0 <= scored < size,
             "per_class": {
                 "class_names": self.class_names,
                 "train_counts": self.train_class_counts,
@@ -320,6 +331,7 @@ class LTMethod(L.LightningModule):
             },
             "throughput": self.throughput,
             "checkpoint": self.trainer.ckpt_path,
+            "weights": getattr(self, "weights_path", None),
             "config": self.run_config,
             "hparams": {k: v for k, v in self.hparams.items() if k not in ("class_names", "train_class_counts", "class_groups", "num_train")},
             "versions": versions(),
@@ -327,8 +339,19 @@ class LTMethod(L.LightningModule):
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         }
         self.record_path = write_json_atomic(log_dir / "record.json", record)
+        rank_zero_info(metrics_table(record["metrics"], self.task))
         rank_zero_info(f"ltbench: run record written to {self.record_path}")
         return self.record_path
+
+
+    def _test_split_size(self) -> Optional[int]:
+        """Images in the evaluated test split (before any ``limit_test_batches``), None if unknown."""
+        loaders = self.trainer.test_dataloaders
+        loaders = loaders if isinstance(loaders, (list, tuple)) else [loaders]
+        try:
+            return sum(len(dl.dataset) for dl in loaders)
+        except (AttributeError, TypeError):
+            return None
 
 
 def _under(name: str, prefixes: tuple[str, ...]) -> bool:

@@ -74,15 +74,15 @@ class BalancedSoftmax(CrossEntropy):
 
 
 class CosineClassifier(CrossEntropy):
-    """CE over scaled cosine logits (the CosNorm classifier)."""
+    """CE over scaled cosine logits s * cos(x, w_c); ``squash: true`` is OLTR's CosNorm classifier."""
 
-    def __init__(self, scale: float = 16.0, learn_scale: bool = False, **kwargs: Any) -> None:
-        self._head_args = (scale, learn_scale)
+    def __init__(self, scale: float = 16.0, learn_scale: bool = False, squash: bool = False, **kwargs: Any) -> None:
+        self._head_args = (scale, learn_scale, squash)
         super().__init__(**kwargs)
 
     def build_classifier(self, in_features: int) -> nn.Module:
-        scale, learn_scale = self._head_args
-        return CosineHead(in_features, self.num_classes, scale=scale, learn_scale=learn_scale)
+        scale, learn_scale, squash = self._head_args
+        return CosineHead(in_features, self.num_classes, scale=scale, learn_scale=learn_scale, squash=squash)
 
 
 class CRT(CrossEntropy):

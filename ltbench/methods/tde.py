@@ -8,7 +8,7 @@ features estimates the head direction d. At validation, test and predict, the to
 
 removes the part of each logit that the head direction explains. ``alpha`` never touches training,
 so it can be changed on a trained checkpoint (``ltbench test ... --model.init_args.alpha 2.0``;
-``python -m ltbench.methods.tde_alpha_sweep`` for a curve). ``tde: false`` is the paper's
+``ltbench tde-alpha-sweep`` for a curve). ``tde: false`` is the paper's
 De-confound row; ``norm: cosine`` / ``capsule`` are its Cosine(-TDE) and Capsule(-TDE) rows.
 """
 

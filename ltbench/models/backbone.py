@@ -9,17 +9,22 @@ from __future__ import annotations
 
 import difflib
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Optional, Union
 
-import timm
 import torch
+
+from ltbench.lazy import import_without
+
+timm = import_without("timm", "wandb")  # timm's W&B import is for its own training script
 from timm.models import adapt_input_conv, model_entrypoint, parse_model_name, split_model_name_tag
 from torch import nn
 
 import ltbench.models.cifar_resnet  # noqa: F401  (registers ltbench models with timm)
 import ltbench.models.tiny  # noqa: F401
 from ltbench.errors import LTBenchError
+from ltbench.network import fetching
 
 _TOKENS, _NCHW, _NHWC = "tokens", "nchw", "nhwc"
 
@@ -46,9 +51,10 @@ class Backbone(nn.Module):
             if not path.is_file():
                 raise LTBenchError(f"backbone {name!r}: pretrained weights file {path} does not exist")
         self.name = name
-        self.model = timm.create_model(
-            name, pretrained=path is None and bool(pretrained), num_classes=0, in_chans=in_chans, **kwargs
-        )
+        fetch = path is None and bool(pretrained)
+        with fetching("model.init_args.pretrained", f"timm's published weights of {name!r}", "give the path of a local weights file "
+                      "as model.init_args.pretrained instead") if fetch else nullcontext():  # fmt: skip
+            self.model = timm.create_model(name, pretrained=fetch, num_classes=0, in_chans=in_chans, **kwargs)
         if path is not None:
             _load_weights_file(self.model, path, name, in_chans)
         self.num_features: int = int(self.model.num_features)

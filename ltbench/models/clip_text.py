@@ -12,17 +12,16 @@ Only the text tower is kept; the image tower that open_clip builds alongside is 
 from __future__ import annotations
 
 import difflib
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, Union
 
-import open_clip
 import torch
 import torch.nn.functional as F
-from open_clip.factory import load_state_dict as _open_clip_state_dict
-from open_clip.model import convert_to_custom_text_state_dict
 from torch import nn
 
 from ltbench.errors import LTBenchError
+from ltbench.network import fetching
 
 CONFIG_DIR = Path(__file__).resolve().parent / "clip_configs"
 TINY_TEXT = "ltbench-tiny-text"
@@ -44,7 +43,13 @@ TEMPLATE_SETS: dict[str, tuple[str, ...]] = {
 
 
 def register_configs() -> None:
-    """Make ltbench's open_clip model configs known to open_clip by name (idempotent)."""
+    """Make ltbench's open_clip model configs known to open_clip by name (idempotent).
+
+    open_clip is imported here and in the functions that use it, not with the module: a run that
+    builds no text tower never pays for it.
+    """
+    import open_clip
+
     ours = {p.stem for p in CONFIG_DIR.glob("*.json")}
     if not ours <= set(open_clip.list_models()):
         open_clip.add_model_config(CONFIG_DIR)
@@ -64,6 +69,8 @@ def build_text_tower(
     (random). ``quick_gelu``: None takes the tag's (or the model config's) setting; True forces
     QuickGELU, which OpenAI's checkpoints need when loaded from a file under a plain name like RN50.
     """
+    import open_clip
+
     register_configs()
     if not model_name.startswith(_SCHEMAS) and model_name not in open_clip.list_models():
         close = difflib.get_close_matches(model_name, open_clip.list_models(), n=3)
@@ -85,17 +92,11 @@ def build_text_tower(
                 )
     if quick_gelu is None:
         quick_gelu = bool(tag and open_clip.get_pretrained_cfg(model_name, tag).get("quick_gelu", False))
-    try:
+    what = f"open_clip weights {tag!r} of {model_name!r}"
+    with fetching("model.init_args.text_pretrained", what, "give the path of a local checkpoint file as model.init_args.text_pretrained instead") if tag else nullcontext():
         clip = open_clip.create_model(
             model_name, pretrained=tag, force_custom_text=True, force_quick_gelu=bool(quick_gelu), pretrained_text=False
         )
-    except RuntimeError as e:
-        if tag is None:
-            raise
-        raise LTBenchError(
-            f"CLIP text tower {model_name!r}: cannot get pretrained weights {tag!r} ({e}); "
-            "without internet, give the path of a local checkpoint file as the pretrained value"
-        ) from e
     text = clip.text
     if path is not None:
         load_text_weights(text, path, model_name)
@@ -106,8 +107,10 @@ def _read_checkpoint(path: Path, model_name: str) -> dict[str, torch.Tensor]:
     """A state dict from an open_clip-style file (``.pt``/``.bin``/``.safetensors``, ``module.`` prefixes),
     or from OpenAI's TorchScript archive (``RN50.pt``), which ``torch.load(weights_only=True)`` refuses and
     ``torch.jit.load`` reads as OpenAI's ``clip.load`` does (so only from a trusted source)."""
+    from open_clip.factory import load_state_dict
+
     try:
-        return _open_clip_state_dict(str(path))
+        return load_state_dict(str(path))
     except Exception as first:  # torch.load fails with many types on corrupt or foreign files
         try:
             archive = torch.jit.load(str(path), map_location="cpu")
@@ -118,6 +121,8 @@ def _read_checkpoint(path: Path, model_name: str) -> dict[str, torch.Tensor]:
 
 def load_text_weights(text: nn.Module, path: Path, model_name: str) -> None:
     """Load the text tower's part of a checkpoint strictly: a wrong file fails loudly, never half-loads."""
+    from open_clip.model import convert_to_custom_text_state_dict
+
     state = convert_to_custom_text_state_dict(_read_checkpoint(path, model_name))
     if any(k.startswith("text.") for k in state):
         state = {k[len("text."):]: v for k, v in state.items() if k.startswith("text.")}
@@ -161,7 +166,9 @@ class CLIPTextEncoder(nn.Module):
         self.model_name = model_name
         self.text = build_text_tower(model_name, pretrained, quick_gelu)
         self.prompts = class_prompts(class_names, template)
-        tokens = open_clip.get_tokenizer(model_name)(self.prompts)
+        from open_clip import get_tokenizer
+
+        tokens = get_tokenizer(model_name)(self.prompts)
         self._tokens, self._mask = self._shorten(tokens)
         self.trainable = trainable
         self.register_buffer("cache", None, persistent=False)
@@ -244,11 +251,13 @@ def class_text_features(
     L2-normalised sentence embeddings, normalised again. The tower is built, run once and dropped; a
     randomly initialised tower (``pretrained=None``) is seeded by ``init_seed`` alone, so the features
     do not change with the run's seed."""
+    from open_clip import get_tokenizer
+
     templates = resolve_templates(templates)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(init_seed)
         tower = build_text_tower(model_name, pretrained, quick_gelu).eval()
-    tokenizer = open_clip.get_tokenizer(model_name)
+    tokenizer = get_tokenizer(model_name)
     per_template = [F.normalize(tower(tokenizer(class_prompts(class_names, t))).float(), dim=-1) for t in templates]
     return F.normalize(torch.stack(per_template).mean(0), dim=-1)
 

@@ -10,13 +10,19 @@ from torch import nn
 
 
 class CosineHead(nn.Module):
-    """Logits s * cos(x, w_c): scale-free per-class weights, the cosine (CosNorm) classifier.
+    """Logits s * cos(x, w_c): the cosine classifier, scale-invariant in x and in each w_c.
 
-    The default scale 16 is OLTR/Decoupling's CosNorm value; ``learn_scale`` makes it a parameter.
+    ``squash`` gives OLTR's CosNorm instead (also Decoupling's ``CosNorm_Classifier``): the input is
+    squashed to ||x|| / (1 + ||x||) * x / ||x|| before the dot product, so logits grow with ||x||
+    (up to s) and the head is no longer scale-invariant in x. The default scale 16 is theirs;
+    ``learn_scale`` makes it a parameter.
     """
 
-    def __init__(self, in_features: int, num_classes: int, scale: float = 16.0, learn_scale: bool = False) -> None:
+    def __init__(
+        self, in_features: int, num_classes: int, scale: float = 16.0, learn_scale: bool = False, squash: bool = False
+    ) -> None:
         super().__init__()
+        self.squash = squash
         self.weight = nn.Parameter(torch.empty(num_classes, in_features))
         nn.init.kaiming_uniform_(self.weight, a=5**0.5)
         s = torch.tensor(float(scale))
@@ -29,7 +35,11 @@ class CosineHead(nn.Module):
         nn.init.kaiming_uniform_(self.weight, a=5**0.5)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.scale * F.linear(F.normalize(x, dim=-1), F.normalize(self.weight, dim=-1))
+        x_hat = F.normalize(x, dim=-1)
+        if self.squash:
+            norm = x.norm(dim=-1, keepdim=True)
+            x_hat = x_hat * (norm / (1.0 + norm))
+        return self.scale * F.linear(x_hat, F.normalize(self.weight, dim=-1))
 
 
 Norm = Literal["causal", "cosine", "capsule"]

@@ -1,10 +1,10 @@
-"""TDE's alpha curve on one trained checkpoint: one ``ltbench test`` per alpha, no retraining.
+"""``ltbench tde-alpha-sweep``: TDE's alpha curve on one trained checkpoint, one ``ltbench test`` per alpha.
 
 alpha only enters inference, so every point of the curve is the same weights and head direction
 tested with a different subtraction strength. Each point writes an ordinary run record
 (``<run_dir>/<name>/alpha<a>/record.json``); the table collects their metrics.
 
-    python -m ltbench.methods.tde_alpha_sweep --config configs/tde_digits_lt.yaml \\
+    ltbench tde-alpha-sweep --config configs/tde_digits_lt.yaml \\
         --ckpt_path runs/.../checkpoints/last.ckpt --alphas 0 0.5 1 1.5 2
 
 Extra arguments (``--data.init_args.eval_batch_size 512``) go to the config parser. The test split
@@ -26,7 +26,7 @@ def sweep(
     config_args: list[str], ckpt_path: str, alphas: list[float], run_dir: str = "runs", name: Optional[str] = None
 ) -> list[dict[str, Any]]:
     """One row per alpha: alpha, the record's metrics, mean cos(x, d) on the test set and the record path."""
-    from ltbench.cli import run
+    from ltbench.runner import run
 
     name = name or f"{_stem(config_args)}-alpha-sweep"
     rows = []
@@ -66,7 +66,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 
 
 def main(argv: Optional[list[str]] = None) -> list[dict[str, Any]]:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog="Unknown arguments go to the config parser.")
+    p = argparse.ArgumentParser(prog="ltbench tde-alpha-sweep", description=__doc__.split("\n\n")[0], epilog="Unknown arguments go to the config parser.")
     p.add_argument("--config", action="append", required=True, help="the TDE config the checkpoint was trained with")
     p.add_argument("--ckpt_path", required=True)
     p.add_argument("--alphas", type=float, nargs="+", default=[0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0])
@@ -82,9 +82,3 @@ def main(argv: Optional[list[str]] = None) -> list[dict[str, Any]]:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
     return rows
-
-
-if __name__ == "__main__":
-    from ltbench.cli import exit_on_user_error
-
-    exit_on_user_error(main, "tde_alpha_sweep")
