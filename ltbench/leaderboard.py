@@ -28,8 +28,10 @@ from ltbench.records import METRIC_COLUMNS
 from ltbench.references import Reference, references_for
 from ltbench.suite import Suite
 
+#: the column a table is sorted by (default: its first metric column)
+SORT_COLUMN = {"base_to_new": "HM"}
 PROTOCOL_COLUMNS = [("backbone", "backbone"), ("pretrained", "pretraining"), ("input_size", "input"), ("epochs", "epochs"), ("group_rule", "groups")]
-SCORE_NAME = {"multiclass": "accuracy", "multilabel": "AP"}
+SCORE_NAME = {"multiclass": "accuracy", "multilabel": "AP", "base_to_new": "accuracy"}
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
 
 
@@ -54,6 +56,13 @@ def load_records(paths: list[Path]) -> list[dict[str, Any]]:
         record["_path"] = str(path)
         out.append(record)
     return out
+
+
+def board_kind(record: dict[str, Any]) -> str:
+    """The columns a record is shown with: its task, or ``base_to_new`` for a base-to-new run."""
+    if (record.get("protocol") or {}).get("eval_protocol") == "base_to_new":
+        return "base_to_new"
+    return record["task"]
 
 
 def protocol_mismatch(record: dict[str, Any], required: dict[str, Any]) -> Optional[str]:
@@ -115,6 +124,7 @@ def build_tables(records: list[dict[str, Any]], references: Optional[list[Refere
     row of the config it belongs to."""
     groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for r in records:
+        r = {**r, "task": board_kind(r)}
         key = table_key(r["dataset"], (r.get("protocol") or {}).get("imb_ratio"))
         groups[(key, r.get("label") or r["method"])].append(r)
     tables: dict[str, dict[str, Any]] = {}
@@ -138,7 +148,7 @@ def build_tables(records: list[dict[str, Any]], references: Optional[list[Refere
         row["per_class"] = _per_class(runs)
         table["rows"].append(row)
     for table in tables.values():
-        first = METRIC_COLUMNS[table["task"]][0][1]
+        first = SORT_COLUMN.get(table["task"], METRIC_COLUMNS[table["task"]][0][1])
         table["rows"].sort(key=lambda row: -np.nan_to_num(row[first][0], nan=-1))
     for ref in references or []:
         key = table_key(ref.dataset, ref.imb_ratio)
@@ -263,7 +273,7 @@ def svg_per_class(table: dict[str, Any], colors: dict[str, str]) -> str:
     """Per-class score against training count (log axis), one colour per ltbench row: each class a
     dot, and the mean of the classes with the same count joined by a line."""
     rows = [r for r in table["rows"] if r["source"] == "ltbench" and r.get("per_class")]
-    if not rows:
+    if not rows or table["task"] == "base_to_new":  # K shots for every class: no count axis to plot against
         return ""
     W, H, L, R, T, B = 660, 340, 52, 170, 26, 44
     counts = [c for r in rows for c in r["per_class"]["train_counts"]]

@@ -107,3 +107,43 @@ class ShotGroupAveragePrecision(Metric):
         result = {"mAP": torch.nanmean(per_class), "per_class": per_class, "num_samples": torch.tensor(len(target))}
         result.update({f"mAP_{k}": v for k, v in group_means(per_class, self.group_masks).items()})
         return result
+
+
+class UncertaintyAccuracy(Metric):
+    """Mean predictive uncertainty u and accuracy against it: accuracy in u quantile bins (equal counts, so
+    the bins stay informative when u is concentrated; edges and counts given), and the mean u of correct
+    and of wrong predictions. A trustworthy u is low where accuracy is high."""
+
+    full_state_update = False
+
+    def __init__(self, bins: int = 5, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.bins = bins
+        self.add_state("u", default=[], dist_reduce_fx="cat")
+        self.add_state("correct", default=[], dist_reduce_fx="cat")
+        self.add_state("index", default=[], dist_reduce_fx="cat")
+
+    def update(self, uncertainty: torch.Tensor, preds: torch.Tensor, target: torch.Tensor, index: torch.Tensor) -> None:
+        if preds.ndim == 2:
+            preds = preds.argmax(dim=1)
+        self.u.append(uncertainty.detach().float())
+        self.correct.append(preds.detach() == target.detach())
+        self.index.append(index.detach())
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        u, correct, index = (dim_zero_cat(s) for s in (self.u, self.correct, self.index))
+        keep = first_occurrence(index)
+        u, correct = u[keep], correct[keep].float()
+        edges = torch.quantile(u.double(), torch.linspace(0, 1, self.bins + 1, dtype=torch.float64, device=u.device)).to(u.dtype)
+        which = torch.bucketize(u, edges[1:-1], right=True)
+        counts = torch.bincount(which, minlength=self.bins)
+        hits = torch.bincount(which, weights=correct, minlength=self.bins)
+        nan = torch.tensor(float("nan"), device=u.device)
+        return {
+            "mean_u": u.mean(),
+            "mean_u_correct": u[correct > 0].mean() if (correct > 0).any() else nan,
+            "mean_u_wrong": u[correct == 0].mean() if (correct == 0).any() else nan,
+            "bin_edges": edges,
+            "bin_count": counts,
+            "bin_acc": torch.where(counts > 0, hits / counts.clamp_min(1), nan),
+        }

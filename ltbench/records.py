@@ -16,6 +16,8 @@ from typing import Any
 METRIC_COLUMNS = {
     "multiclass": [("acc", "overall"), ("acc_many", "many"), ("acc_medium", "medium"), ("acc_few", "few")],
     "multilabel": [("mAP", "mAP"), ("mAP_many", "head"), ("mAP_medium", "medium"), ("mAP_few", "tail")],
+    # base-to-new runs (protocol eval_protocol = base_to_new): accuracy on base and new classes, harmonic mean
+    "base_to_new": [("base", "Base"), ("new", "New"), ("hm", "HM")],
 }
 
 PACKAGES = ("ltbench", "torch", "torchvision", "lightning", "torchmetrics", "timm", "open_clip_torch", "numpy", "scikit-learn")

@@ -18,7 +18,11 @@ from ltbench.errors import LTBenchError
 REFERENCES_FILE = Path(__file__).with_name("references.yaml")
 
 #: the board's metric columns per task, in order
-COLUMNS = {"multiclass": ("overall", "many", "medium", "few"), "multilabel": ("mAP", "head", "medium", "tail")}
+COLUMNS = {
+    "multiclass": ("overall", "many", "medium", "few"),
+    "multilabel": ("mAP", "head", "medium", "tail"),
+    "base_to_new": ("Base", "New", "HM"),
+}
 PROTOCOL_KEYS = ("backbone", "pretrained", "input_size", "epochs", "group_rule")
 ENTRY_KEYS = {"config", "method", "paper", "table", "dataset", "imb_ratio", "task", "metrics", "runs", "protocol", "note"}
 

@@ -10,6 +10,8 @@ import torch.nn.functional as F
 import ltbench.methods as methods
 from ltbench.errors import LTBenchError
 from ltbench.methods import BalancedSoftmax, CosineClassifier, CrossEntropy, LogitAdjustment, LTMethod
+from ltbench.methods.clip_prompt import CLIPPromptMethod, ZeroShotCLIP
+from ltbench.models.clip_prompt import TINY_CLIP
 from ltbench.models.heads import CosineHead
 
 COUNTS = [50, 20, 5, 1]
@@ -201,10 +203,51 @@ def _check_cprfl(m, task, x, y, logits, loss):
     assert loss.item() == pytest.approx(ref, rel=1e-5)
 
 
+def _clip_cos(m, x, text):
+    """scale * cos(image, text), recomputed in numpy from the frozen towers' raw embeddings."""
+    img = _np(m.clip.encode_image(x))
+    img = img / np.linalg.norm(img, axis=-1, keepdims=True)
+    text = text / np.linalg.norm(text, axis=-1, keepdims=True)
+    return m.logit_scale * img @ text.T
+
+
+def _check_zeroshot(m, task, x, y, logits, loss):
+    from ltbench.models.clip_text import class_prompts
+
+    assert not any(p.requires_grad for p in m.parameters())  # nothing trains
+    t0 = _np(m.clip.encode_texts(class_prompts(m.class_names, m.template)))
+    assert np.allclose(_np(logits), _clip_cos(m, x, t0), atol=1e-4)
+
+
+def _check_coop(m, task, x, y, logits, loss):
+    # only the shared context trains (the towers are frozen), and logits are scale * cos with its class text
+    assert [n for n, p in m.named_parameters() if p.requires_grad] == ["contexts"]
+    text = _np(m.clip.encode_with_context(m.contexts, m.class_names)[0])
+    assert np.allclose(_np(logits), _clip_cos(m, x, text), atol=1e-4)
+    assert loss.item() == pytest.approx(_np_ce(_np(logits), y.numpy()), rel=1e-5)
+
+
+def _check_cocoop(m, task, x, y, logits, loss):
+    # each image has its own prompts: the meta-net's shift of the context trains with it
+    assert sorted(n.split(".")[0] for n, p in m.named_parameters() if p.requires_grad) == ["contexts", *["meta_net"] * 4]
+    assert m.meta_net[0].weight.grad is not None and m.meta_net[0].weight.grad.abs().sum() > 0
+
+
+def _check_cdc(m, task, x, y, logits, loss):
+    # M templates each score their own view; Dempster's rule has the closed form 1 + e/K = prod_m (1 + e_m/K)
+    out = logits["logits"].detach()
+    assert out.shape == (m.num_templates, len(x), m.num_classes)
+    k = m.num_classes
+    e_m = _np(m.opinions(out).alpha()).astype(np.float64) - 1
+    e_fused = _np(m.fused(out).alpha()).astype(np.float64) - 1
+    assert np.allclose(1 + e_fused / k, np.prod(1 + e_m / k, axis=0), rtol=1e-4)
+
+
 OWN_MATHS = {
     "CrossEntropy": _check_ce, "BCE": _check_ce, "LogitAdjustment": _check_la, "BalancedSoftmax": _check_bs,
     "CosineClassifier": _check_cosine, "CRT": _check_crt, "ASL": _check_asl, "Focal": _check_focal,
     "DBFocal": _check_dbfocal, "TDE": _check_tde, "CPRFL": _check_cprfl,
+    "ZeroShotCLIP": _check_zeroshot, "CoOp": _check_coop, "CoCoOp": _check_cocoop, "CDC": _check_cdc,
 }  # fmt: skip
 
 
@@ -212,18 +255,25 @@ OWN_MATHS = {
 def test_every_method_trains_one_step_and_predicts(cls, task):
     assert cls.__name__ in OWN_MATHS, f"add a check of {cls.__name__}'s own maths to OWN_MATHS"
     torch.manual_seed(0)
-    m = cls(task=task, **FACTS)
+    clip = issubclass(cls, CLIPPromptMethod)  # frozen CLIP towers instead of a backbone: the tiny random one
+    facts = {**FACTS, "backbone": None, "clip_model": TINY_CLIP, "clip_pretrained": None} if clip else FACTS
+    m = cls(task=task, **facts)
     x = _x(8)
     y = LABELS if task == "multiclass" else F.one_hot(LABELS, 4).maximum(torch.eye(4)[[1, 1, 0, 0, 3, 2, 2, 0]].long())
     logits = m(x)
-    loss = m.training_loss(logits, y)
-    assert loss.ndim == 0 and torch.isfinite(loss)
-    loss.backward()
-    assert all(p.grad is not None for p in m.head.parameters())
+    trained = [p for p in m.parameters() if p.requires_grad] if clip else list(m.head.parameters())
+    if trained:
+        loss = m.training_loss(logits, y)
+        assert loss.ndim == 0 and torch.isfinite(loss)
+        loss.backward()
+        assert all(p.grad is not None for p in trained)
+    else:
+        assert cls is ZeroShotCLIP and m.training_step((x, y, torch.arange(8)), 0) is None
+        loss = None
     OWN_MATHS[cls.__name__](m, task, x, y, logits, loss)
     m.eval()
     with torch.no_grad():
-        scores = m.scores(m.inference_logits(x[:1]))
+        scores = m.inference_outputs(x[:1])["scores"]
     assert scores.shape == (1, 4) and ((scores >= 0) & (scores <= 1)).all()
     if task == "multiclass":
         assert torch.allclose(scores.sum(1), torch.ones(1))

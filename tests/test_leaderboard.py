@@ -228,3 +228,26 @@ def test_run_table_is_in_percent_in_board_order():
     assert single.splitlines() == ["test (%)", "overall    54.00", "many      100.00", "medium    100.00", "few        23.33"]
     multi = metrics_table({"mAP_few": float("nan"), "mAP": 0.849, "extra": 0.5, "mAP_many": 0.9, "mAP_medium": None}, "multilabel")
     assert [line.split() for line in multi.splitlines()[1:]] == [["mAP", "84.90"], ["head", "90.00"], ["medium", "n/a"], ["tail", "n/a"], ["extra", "50.00"]]
+
+
+def test_base_to_new_runs_get_base_new_hm_columns_sorted_by_hm():
+    def b2n(label, seed, base, new):
+        r = _record("D base-to-new", label, seed, 0.0, 0.0, imb_ratio=None, eval_protocol="base_to_new")
+        r["metrics"] = {"base": base, "new": new, "hm": 2 * base * new / (base + new)}
+        return r
+
+    recs = [b2n("coop", 0, 0.9, 0.5), b2n("coop", 1, 0.8, 0.5), b2n("cdc", 0, 0.8, 0.7), _record("D", "ce", 0, 0.5, 0.1, imb_ratio=None)]
+    tables = build_tables(recs)
+    table = tables["D base-to-new"]
+    assert table["task"] == "base_to_new" and tables["D"]["task"] == "multiclass"
+    assert [r["method"] for r in table["rows"]] == ["cdc", "coop"]  # by HM, not by Base
+    assert table["rows"][1]["Base"][:2] == pytest.approx((0.85, np.std([0.9, 0.8], ddof=1)))
+    md = render_markdown(tables, "t")
+    assert "| method | source | seeds | Base | New | HM |" in md
+    ref = Reference(
+        config="cdc", method="CDC", cite="Zhang et al. 2024", url="https://example.org", table="b2n table", dataset="D base-to-new",
+        task="base_to_new", metrics={"Base": 0.8, "New": None, "HM": None}, runs=3, protocol={"backbone": "ViT-B-16"},
+    )  # fmt: skip
+    rows = build_tables(recs, [ref])["D base-to-new"]["rows"]
+    assert rows[1]["source"] == "paper" and rows[1]["Base"][0] == pytest.approx(0.8)  # under its config's row (label cdc)
+    assert "<svg" in render_html(tables, "t")  # group bars still drawn; no per-class plot against counts

@@ -25,6 +25,8 @@ def test_every_reference_is_cited_and_in_the_boards_columns():
     assert coco.task == "multilabel" and coco.metrics == pytest.approx({"mAP": 0.5355, "head": 0.5113, "medium": 0.5705, "tail": 0.5106})
     assert by[("dbfocal_voc_lt", "DB-Focal")].metrics["mAP"] == pytest.approx(0.7894)
     assert [r.config for r in references_for(["tde_cifar10_lt_r10", "nothing"])] == ["tde_cifar10_lt_r10"]
+    sun = by[("cdc_sun397_b2n", "CDC")]
+    assert sun.task == "base_to_new" and sun.metrics == pytest.approx({"Base": None, "New": None, "HM": 0.8118})
 
 
 def test_references_match_the_data_of_their_config():
@@ -35,6 +37,11 @@ def test_references_match_the_data_of_their_config():
         if not path.is_file():  # a config still to be written (e.g. COCO-LT's DB-Focal)
             continue
         cfg = resolved_config(["--config", str(path)])
+        if r.task == "base_to_new":  # BaseToNew over a TorchvisionSet: the record's dataset is "<name> base-to-new"
+            assert cfg["data"]["class_path"] == "ltbench.data.BaseToNew", r.config
+            assert f"{cfg['data']['init_args']['data']['init_args']['name']} base-to-new" == r.dataset, r.config
+            assert r.protocol["backbone"].startswith(cfg["model"]["init_args"]["clip_model"]), r.config
+            continue
         assert cfg["data"]["class_path"].rsplit(".", 1)[1] == r.dataset, r.config
         if r.imb_ratio is not None:
             assert cfg["data"]["init_args"]["imb_ratio"] == r.imb_ratio, r.config

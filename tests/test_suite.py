@@ -95,7 +95,7 @@ def test_default_suite_covers_every_digits_config_with_three_seeds():
     suite = Suite.load(REPO / "benchmarks" / "default.yaml")
     assert suite.seeds == [0, 1, 2]
     named = {c.name for c in suite.configs}
-    existing = {p.name for p in (REPO / "configs").glob("*_digits_lt.yaml")} | {p.name for p in (REPO / "configs").glob("*_digits_ml_lt.yaml")}
+    existing = {p.name for pattern in ("*_digits_lt.yaml", "*_digits_ml_lt.yaml", "*_digits_b2n.yaml") for p in (REPO / "configs").glob(pattern)}
     assert existing <= named, f"configs missing from benchmarks/default.yaml: {sorted(existing - named)}"
     for path in (REPO / "benchmarks").glob("*.yaml"):
         Suite.load(path)  # every suite file names configs and sweeps that exist

@@ -123,6 +123,16 @@ class LTDataModule(L.LightningDataModule):
     def groups(self) -> dict[str, np.ndarray]:
         return self.shot_rule.groups(self.train_class_counts)
 
+    def split_targets(self, split: Split) -> np.ndarray:
+        """Labels of a split's items in dataset order, without opening an image (protocols that wrap a
+        module select by them): the training targets, or the split dataset's ``targets``."""
+        if split == "train":
+            return self.train_targets
+        targets = getattr(self.dataset(split), "targets", None)
+        if targets is None:
+            raise LTBenchError(f"{type(self).__name__}: its {split} dataset states no targets (a `targets` attribute, in item order)")
+        return np.asarray(targets)
+
     def protocol(self) -> dict[str, Any]:
         groups = self.groups
         return {

@@ -7,6 +7,7 @@ data pipeline, never a result. Their checksums are returned, since they are not 
 from __future__ import annotations
 
 import hashlib
+import json
 import pickle
 from pathlib import Path
 
@@ -54,3 +55,53 @@ def write_fake_cifar(root: str | Path, seed: int = 0) -> dict[str, str]:
     _dump(c100 / "meta", {"fine_label_names": [f"fine{i}" for i in range(100)],
                           "coarse_label_names": [f"coarse{i}" for i in range(20)]})
     return {**_md5s(root, "cifar-10-batches-py"), **_md5s(root, "cifar-100-python")}
+
+
+def _write_jpeg(path: Path, rng: np.random.Generator, size: int = 24) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rng.integers(0, 256, size=(size, size, 3), dtype=np.uint8)).save(path, format="JPEG")
+
+
+def write_fake_dtd(root: str | Path, classes: list[str], per_split: int = 2, seed: int = 0) -> Path:
+    """torchvision's DTD layout under ``root``: ``dtd/dtd/images/<class>/<class>_<n>.jpg`` and
+    ``dtd/dtd/labels/{train,val,test}1.txt`` (``<class>/<file>`` lines); returns the images folder."""
+    rng = np.random.default_rng(seed)
+    base = Path(root) / "dtd" / "dtd"
+    (base / "labels").mkdir(parents=True, exist_ok=True)
+    n = 0
+    for split in ("train", "val", "test"):
+        lines = []
+        for c in classes:
+            for _ in range(per_split):
+                name = f"{c}_{n:04d}.jpg"
+                _write_jpeg(base / "images" / c / name, rng)
+                lines.append(f"{c}/{name}")
+                n += 1
+        (base / "labels" / f"{split}1.txt").write_text("\n".join(lines) + "\n")
+    return base / "images"
+
+
+def write_fake_eurosat(root: str | Path, classes: list[str], per_class: int = 10, seed: int = 0) -> Path:
+    """torchvision's EuroSAT layout under ``root``: ``eurosat/2750/<Class>/<Class>_<n>.jpg``; returns that folder."""
+    rng = np.random.default_rng(seed)
+    folder = Path(root) / "eurosat" / "2750"
+    for c in classes:
+        for i in range(1, per_class + 1):
+            _write_jpeg(folder / c / f"{c}_{i}.jpg", rng)
+    return folder
+
+
+def write_coop_split(path: str | Path, image_dir: str | Path, names: list[str], per_split: int = 2) -> Path:
+    """CoOp's ``split_zhou_*.json`` for images already under ``image_dir/<class>/``: the first files of each
+    class, ``per_split`` for each of train, val, test, labels in ``names`` order."""
+    image_dir = Path(image_dir)
+    out: dict[str, list] = {"train": [], "val": [], "test": []}
+    for label, name in enumerate(names):
+        files = sorted((image_dir / name).iterdir())
+        for k, split in enumerate(out):
+            for f in files[k * per_split : (k + 1) * per_split]:
+                out[split].append([f"{name}/{f.name}", label, name.replace("_", " ")])
+    Path(path).write_text(json.dumps(out))
+    return Path(path)

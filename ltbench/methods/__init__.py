@@ -21,4 +21,8 @@ __all__ = ["LTMethod", "Stage", "CrossEntropy", "LogitAdjustment", "BalancedSoft
 __all__ += ["BCE", "ASL", "Focal", "DBFocal"]
 __all__ += ["TDE"]
 __all__ += ["CPRFL"]
+from ltbench.methods.clip_prompt import CoCoOp, CoOp, ZeroShotCLIP
+from ltbench.methods.cdc import CDC
+
+__all__ += ["ZeroShotCLIP", "CoOp", "CoCoOp", "CDC"]
 __all__ += ["SeDA"]

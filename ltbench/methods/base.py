@@ -25,7 +25,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from ltbench.errors import LTBenchError
 from ltbench.methods.optim import OptimizerConfig, SchedulerConfig, build_optimizer, lr_factor, step_progress
 from ltbench.methods.stages import Stage, StagePlan
-from ltbench.metrics import ShotGroupAccuracy, ShotGroupAveragePrecision
+from ltbench.metrics import ShotGroupAccuracy, ShotGroupAveragePrecision, UncertaintyAccuracy
 from ltbench.models.backbone import Backbone
 from ltbench.records import git_commit, metrics_table, versions, write_json_atomic
 
@@ -37,10 +37,13 @@ class LTMethod(L.LightningModule):
 
     #: the tasks a method supports; others are refused with one clear message
     tasks: ClassVar[tuple[str, ...]] = ("multiclass", "multilabel")
+    #: whether the method scores any class from its name (CLIP prompt learners), so it can be tested
+    #: on classes it never trained on (base-to-new); closed-set methods score their training classes only
+    open_vocabulary: ClassVar[bool] = False
 
     def __init__(
         self,
-        backbone: str = "resnet32_cifar",
+        backbone: Optional[str] = "resnet32_cifar",
         pretrained: Union[bool, str] = False,
         backbone_kwargs: Optional[dict[str, Any]] = None,
         optimizer: OptimizerConfig = OptimizerConfig(),
@@ -75,7 +78,8 @@ class LTMethod(L.LightningModule):
                 f"{len(self.train_class_counts)} train_class_counts; these are linked from the data module"
             )
         self.class_groups = class_groups or {"many": [True] * num_classes, "medium": [False] * num_classes, "few": [False] * num_classes}
-        self.backbone = Backbone(backbone, pretrained=pretrained, in_chans=in_chans, **(backbone_kwargs or {}))
+        # null: the method brings its own image tower (a frozen CLIP)
+        self.backbone = Backbone(backbone, pretrained=pretrained, in_chans=in_chans, **(backbone_kwargs or {})) if backbone else None
         metric_cls = ShotGroupAccuracy if task == "multiclass" else ShotGroupAveragePrecision
         self.val_metric = metric_cls(num_classes, self.class_groups)
         self.test_metric = metric_cls(num_classes, self.class_groups)
@@ -89,6 +93,9 @@ class LTMethod(L.LightningModule):
         self.record_path: Optional[Path] = None
         self._epoch_timer: Optional[tuple[float, int]] = None
         self._timed: list[tuple[int, float]] = []
+        self._test_sets: Optional[list[Any]] = None
+        self._test_metrics: list[Any] = []
+        self._uncertainty_metrics: list[UncertaintyAccuracy] = []
 
     # ---- what a method provides ------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -103,6 +110,23 @@ class LTMethod(L.LightningModule):
     def inference_logits(self, x: torch.Tensor) -> torch.Tensor:
         """Logits used at validation, test and predict; a method's own inference rule goes here."""
         return self(x)
+
+    def inference_outputs(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-sample outputs at validation, test and predict: ``scores`` (probabilities) and any extras
+        the method has, e.g. ``uncertainty`` (B,), which the test run's record then reports against accuracy."""
+        return {"scores": self.scores(self.inference_logits(x))}
+
+    def use_class_sets(self, class_sets: list[list[str]]) -> None:
+        """The class sets the coming evaluation scores, one per evaluation loader (base-to-new: base, new);
+        ``activate_class_set(i)`` then picks one. A closed-set method scores its training classes only."""
+        if any(list(names) != list(self.class_names) for names in class_sets):
+            raise LTBenchError(
+                f"{type(self).__name__} scores only the classes it trained on, but the test data names other classes "
+                "(a base-to-new protocol needs an open-vocabulary method: ZeroShotCLIP, CoOp, CoCoOp, CDC)"
+            )
+
+    def activate_class_set(self, index: int) -> None:
+        """Score the ``index``-th class set given to ``use_class_sets`` (a no-op for closed-set methods)."""
 
     def stages(self) -> list[Stage]:
         return [Stage("train")]
@@ -134,19 +158,64 @@ class LTMethod(L.LightningModule):
                 f"(method {type(self).__name__}); lower model.init_args.optimizer.lr or check the data"
             )
 
-    def _evaluate(self, metric: Any, batch: Any) -> None:
+    def _evaluate(self, metric: Any, batch: Any, uncertainty: Optional[UncertaintyAccuracy] = None) -> None:
         x, y, index = batch
-        metric.update(self.scores(self.inference_logits(x)), y, index)
+        out = self.inference_outputs(x)
+        metric.update(out["scores"], y, index)
+        if uncertainty is not None and "uncertainty" in out:
+            uncertainty.update(out["uncertainty"], out["scores"], y, index)
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._evaluate(self.val_metric, batch)
 
-    def test_step(self, batch: Any, batch_idx: int) -> None:
-        self._evaluate(self.test_metric, batch)
+    def _enter_class_sets(self) -> Optional[list[Any]]:
+        """The data module's named test class sets (``test_class_sets()``: base-to-new), handed to the method."""
+        dm = self.trainer.datamodule if self._trainer is not None else None
+        sets = dm.test_class_sets() if dm is not None and hasattr(dm, "test_class_sets") else None
+        if sets:
+            self.use_class_sets([list(s.class_names) for s in sets])
+        return sets or None
+
+    def _leave_class_sets(self) -> None:
+        if self._test_sets:
+            self.use_class_sets([list(self.class_names)])
+            self.activate_class_set(0)
+        self._test_sets = None
+
+    def on_test_start(self) -> None:
+        self._test_sets = self._enter_class_sets()
+        if self._test_sets:
+            metric_cls = type(self.test_metric)
+            self._test_metrics = [metric_cls(len(s.class_names), s.groups).to(self.device) for s in self._test_sets]
+        else:
+            self._test_metrics = [self.test_metric]
+        self._uncertainty_metrics = [UncertaintyAccuracy().to(self.device) for _ in self._test_metrics]
+
+    def on_test_end(self) -> None:
+        self._leave_class_sets()
+
+    def on_predict_start(self) -> None:
+        self._test_sets = self._enter_class_sets()
+
+    def on_predict_end(self) -> None:
+        self._leave_class_sets()
+
+    def test_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        if self._test_sets:
+            self.activate_class_set(dataloader_idx)
+        metric = self._test_metrics[dataloader_idx] if self._test_metrics else self.test_metric  # outside a trainer too
+        uncertainty = self._uncertainty_metrics[dataloader_idx] if self._uncertainty_metrics else None
+        self._evaluate(metric, batch, uncertainty)
 
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
+        """``index``, ``scores`` and the method's extras; under class sets, also which set (``class_set``)."""
+        if self._test_sets:
+            self.activate_class_set(dataloader_idx)
         x, _, index = batch
-        return {"index": index, "scores": self.scores(self.inference_logits(x))}
+        out = {"index": index, **self.inference_outputs(x)}
+        if self._test_sets:
+            out["class_set"] = torch.full_like(index, dataloader_idx)
+        return out
 
     def _log_metric(self, metric: Any, prefix: str) -> dict[str, torch.Tensor]:
         result = metric.compute()
@@ -159,10 +228,41 @@ class LTMethod(L.LightningModule):
         self._log_metric(self.val_metric, "val")
 
     def on_test_epoch_end(self) -> None:
-        result = self._log_metric(self.test_metric, "test")
+        sets = self._test_sets
+        names = [s.name for s in sets] if sets else [None]
+        results = [self._log_metric(m, f"test/{n}" if n else "test") for m, n in zip(self._test_metrics, names)]
+        uncertainty = {}
+        for m, n in zip(self._uncertainty_metrics, names):
+            if m.update_called:
+                u = m.compute()
+                m.reset()
+                self.log(f"test/{n}/mean_u" if n else "test/mean_u", u["mean_u"])
+                uncertainty[n or "test"] = {k: v.tolist() for k, v in u.items()}
         log_dir = self.trainer.log_dir or self.trainer.default_root_dir  # a collective under DDP: every rank asks
-        if self.trainer.is_global_zero:
-            self.write_record(result, Path(log_dir))
+        if not self.trainer.is_global_zero:
+            return
+        if not sets:
+            result = results[0]
+            if uncertainty:
+                result["mean_u"] = torch.tensor(uncertainty["test"]["mean_u"])
+            self.write_record(result, Path(log_dir), uncertainty=uncertainty)
+            return
+        metrics: dict[str, torch.Tensor] = {}
+        per_set = {}
+        for s, r in zip(sets, results):
+            per_set[s.name] = {"class_names": list(s.class_names), "train_counts": list(s.train_counts), "score": r.pop("per_class").tolist()}
+            metrics.update({f"{s.name}_{k}": v for k, v in r.items() if k != "acc"} | {s.name: r["acc"]})
+            if s.name in uncertainty:
+                metrics[f"{s.name}_mean_u"] = torch.tensor(uncertainty[s.name]["mean_u"])
+        dm = self.trainer.datamodule
+        summary = dm.summarize_test_sets({s.name: float(r["acc"]) for s, r in zip(sets, results)}) if hasattr(dm, "summarize_test_sets") else {}
+        metrics.update({k: torch.tensor(v) for k, v in summary.items()})
+        for k, v in summary.items():
+            self.log(f"test/{k}", float(v))
+        first = per_set[sets[0].name]
+        metrics["per_class"] = first["score"]
+        metrics["num_samples"] = sum(int(r["num_samples"]) for r in results)
+        self.write_record(metrics, Path(log_dir), uncertainty=uncertainty, per_set=per_set)
 
     # ---- optimiser, schedule and stages ----------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -309,7 +409,13 @@ class LTMethod(L.LightningModule):
         proto.update(self.method_protocol())
         return proto
 
-    def write_record(self, result: dict[str, torch.Tensor], log_dir: Path) -> Path:
+    def write_record(
+        self,
+        result: dict[str, Any],
+        log_dir: Path,
+        uncertainty: Optional[dict[str, Any]] = None,
+        per_set: Optional[dict[str, Any]] = None,
+    ) -> Path:
         proto = self.protocol()
         per_class = result.pop("per_class")
         record = {
@@ -329,6 +435,8 @@ class LTMethod(L.LightningModule):
                 "train_counts": self.train_class_counts,
                 "score": per_class,
             },
+            **({"uncertainty": uncertainty} if uncertainty else {}),
+            **({"per_class_sets": per_set} if per_set else {}),
             "throughput": self.throughput,
             "checkpoint": self.trainer.ckpt_path,
             "weights": getattr(self, "weights_path", None),

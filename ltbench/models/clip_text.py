@@ -4,7 +4,8 @@ Any open_clip model name works (``RN50``, ``ViT-B-16``, ``hf-hub:...``), plus lt
 ``clip_configs/`` (``ltbench-tiny-text``: a 2-layer, 64-wide tower for tests and the embedded suite).
 Weights come from an open_clip pretrained tag (a download, so online), a local checkpoint file (an
 open_clip/OpenCLIP state dict, a whole-CLIP or text-only one, or OpenAI's TorchScript ``RN50.pt``),
-or nowhere (random initialisation).
+``ltbench-digits`` (the model pretrained on captioned digits and cached, ``clip_digits.py``), or
+nowhere (random initialisation).
 
 Only the text tower is kept; the image tower that open_clip builds alongside is dropped.
 """
@@ -40,6 +41,7 @@ TEMPLATE_SETS: dict[str, tuple[str, ...]] = {
         "a photo of the small {}.",
     ),
 }
+DIGITS_TAG = "ltbench-digits"
 
 
 def register_configs() -> None:
@@ -60,14 +62,20 @@ def class_prompts(class_names: Sequence[str], template: str = DEFAULT_TEMPLATE) 
     return [template.format(str(name).replace("_", " ")) for name in class_names]
 
 
-def build_text_tower(
-    model_name: str = "RN50", pretrained: Optional[Union[str, Path]] = None, quick_gelu: Optional[bool] = None
-) -> nn.Module:
-    """open_clip's text tower alone (``TextTransformer`` or ``HFTextEncoder``), weights loaded.
+def build_clip(
+    model_name: str = "RN50",
+    pretrained: Optional[Union[str, Path]] = None,
+    quick_gelu: Optional[bool] = None,
+    what: str = "CLIP",
+    key: str = "model.init_args.text_pretrained",
+) -> tuple[nn.Module, Optional[Path]]:
+    """An open_clip model (custom text tower) with an open_clip tag's weights, and the local weights file
+    still to load (None when ``pretrained`` is a tag or None).
 
     ``pretrained``: an open_clip tag of ``model_name`` (e.g. ``openai``), a local file, or None
     (random). ``quick_gelu``: None takes the tag's (or the model config's) setting; True forces
     QuickGELU, which OpenAI's checkpoints need when loaded from a file under a plain name like RN50.
+    ``what`` names the caller and ``key`` the config key of ``pretrained`` in errors.
     """
     import open_clip
 
@@ -76,6 +84,10 @@ def build_text_tower(
         close = difflib.get_close_matches(model_name, open_clip.list_models(), n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise LTBenchError(f"unknown open_clip model {model_name!r}{hint} (any name in open_clip.list_models() works)")
+    if str(pretrained) == DIGITS_TAG:  # ltbench's own: pretrained on captioned digits, cached (clip_digits.py)
+        from ltbench.models.clip_digits import digits_clip_checkpoint
+
+        pretrained = digits_clip_checkpoint(model_name)
     tags = [] if model_name.startswith(_SCHEMAS) else open_clip.list_pretrained_tags_by_model(model_name)
     tag: Optional[str] = None
     path: Optional[Path] = None
@@ -87,16 +99,24 @@ def build_text_tower(
             if not path.is_file():
                 known = f"; known tags of {model_name}: {', '.join(tags)}" if tags else ""
                 raise LTBenchError(
-                    f"CLIP text tower {model_name!r}: pretrained weights file {path} does not exist "
+                    f"{what} {model_name!r}: pretrained weights file {path} does not exist "
                     f"(give an open_clip tag or a local checkpoint file{known})"
                 )
     if quick_gelu is None:
         quick_gelu = bool(tag and open_clip.get_pretrained_cfg(model_name, tag).get("quick_gelu", False))
-    what = f"open_clip weights {tag!r} of {model_name!r}"
-    with fetching("model.init_args.text_pretrained", what, "give the path of a local checkpoint file as model.init_args.text_pretrained instead") if tag else nullcontext():
+    source = f"open_clip weights {tag!r} of {model_name!r}"
+    with fetching(key, source, f"give the path of a local checkpoint file as {key} instead") if tag else nullcontext():
         clip = open_clip.create_model(
             model_name, pretrained=tag, force_custom_text=True, force_quick_gelu=bool(quick_gelu), pretrained_text=False
         )
+    return clip, path
+
+
+def build_text_tower(
+    model_name: str = "RN50", pretrained: Optional[Union[str, Path]] = None, quick_gelu: Optional[bool] = None
+) -> nn.Module:
+    """open_clip's text tower alone (``TextTransformer`` or ``HFTextEncoder``), weights loaded (see ``build_clip``)."""
+    clip, path = build_clip(model_name, pretrained, quick_gelu, what="CLIP text tower")
     text = clip.text
     if path is not None:
         load_text_weights(text, path, model_name)
@@ -115,7 +135,7 @@ def _read_checkpoint(path: Path, model_name: str) -> dict[str, torch.Tensor]:
         try:
             archive = torch.jit.load(str(path), map_location="cpu")
         except Exception:
-            raise LTBenchError(f"CLIP text tower {model_name!r}: cannot read weights file {path}: {first}") from first
+            raise LTBenchError(f"CLIP {model_name!r}: cannot read weights file {path}: {first}") from first
         return {k: v for k, v in archive.state_dict().items() if k not in ("input_resolution", "context_length", "vocab_size")}
 
 
@@ -126,17 +146,27 @@ def load_text_weights(text: nn.Module, path: Path, model_name: str) -> None:
     state = convert_to_custom_text_state_dict(_read_checkpoint(path, model_name))
     if any(k.startswith("text.") for k in state):
         state = {k[len("text."):]: v for k, v in state.items() if k.startswith("text.")}
-    expected = text.state_dict()
+    _load_strict(text, state, path, f"CLIP text tower {model_name!r}")
+
+
+def load_clip_weights(clip: nn.Module, path: Path, model_name: str) -> None:
+    """Load a whole-CLIP checkpoint (both towers) strictly into an open_clip model with a custom text tower."""
+    state = convert_to_custom_text_state_dict(_read_checkpoint(path, model_name))
+    _load_strict(clip, state, path, f"CLIP {model_name!r}")
+
+
+def _load_strict(module: nn.Module, state: dict[str, torch.Tensor], path: Path, what: str) -> None:
+    expected = module.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     wrong = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
     if missing or unexpected or wrong:
         raise LTBenchError(
-            f"CLIP text tower {model_name!r}: weights file {path} does not match the architecture "
+            f"{what}: weights file {path} does not match the architecture "
             f"({len(missing)} missing keys, e.g. {missing[:3]}; {len(unexpected)} unexpected, e.g. {unexpected[:3]}; "
             f"{len(wrong)} of another shape, e.g. {wrong[:3]})"
         )
-    text.load_state_dict(state)
+    module.load_state_dict(state)
 
 
 class CLIPTextEncoder(nn.Module):
@@ -272,5 +302,5 @@ def describe(encoder: CLIPTextEncoder) -> dict[str, Any]:
     }
 
 
-__all__ = ["CLIPTextEncoder", "build_text_tower", "class_prompts", "register_configs", "TINY_TEXT", "describe"]
+__all__ = ["CLIPTextEncoder", "build_clip", "build_text_tower", "load_clip_weights", "class_prompts", "register_configs", "TINY_TEXT", "describe"]
 __all__ += ["TEMPLATE_SETS", "resolve_templates", "class_text_features"]
