@@ -151,6 +151,8 @@ def load_text_weights(text: nn.Module, path: Path, model_name: str) -> None:
 
 def load_clip_weights(clip: nn.Module, path: Path, model_name: str) -> None:
     """Load a whole-CLIP checkpoint (both towers) strictly into an open_clip model with a custom text tower."""
+    from open_clip.model import convert_to_custom_text_state_dict
+
     state = convert_to_custom_text_state_dict(_read_checkpoint(path, model_name))
     _load_strict(clip, state, path, f"CLIP {model_name!r}")
 
