@@ -270,7 +270,6 @@ def resolve_templates(templates: Union[str, Sequence[str]]) -> tuple[str, ...]:
     return tuple(templates)
 
 
-@torch.no_grad()
 def class_text_features(
     class_names: Sequence[str],
     templates: Union[str, Sequence[str]] = "photo",
@@ -290,7 +289,8 @@ def class_text_features(
         torch.manual_seed(init_seed)
         tower = build_text_tower(model_name, pretrained, quick_gelu).eval()
     tokenizer = get_tokenizer(model_name)
-    per_template = [F.normalize(tower(tokenizer(class_prompts(class_names, t))).float(), dim=-1) for t in templates]
+    with torch.no_grad():  # not around building: ``ltbench-digits`` may pretrain its tower there the first time
+        per_template = [F.normalize(tower(tokenizer(class_prompts(class_names, t))).float(), dim=-1) for t in templates]
     return F.normalize(torch.stack(per_template).mean(0), dim=-1)
 
 
