@@ -6,6 +6,7 @@ import importlib.util
 import math
 import os
 import signal
+import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Optional
@@ -23,6 +24,7 @@ def load_benchmark_script(name: str) -> ModuleType:
     """``benchmarks/<name>.py`` as a module (the scripts are not a package)."""
     spec = importlib.util.spec_from_file_location(f"ltbench_benchmark_{name}", REPO / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # a dataclass in the script looks its module up there
     spec.loader.exec_module(module)
     return module
 

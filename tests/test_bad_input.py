@@ -154,7 +154,7 @@ CASES = [
     row("yaml-syntax-error-in-a-piece", _broken_yaml_piece, 2,
      r"ltbench: error: \S+data/x\.yaml:3:1: YAML syntax error", []),
     row("unknown-key-in-a-class", lambda t, m: _fit(t, "--model.init_args.backbon", "tiny_cnn"), 2,
-     r"unknown key model\.init_args\.backbon of ltbench\.methods\.CrossEntropy; closest valid keys: model\.init_args\.backbone \(str\)", []),
+     r"unknown key model\.init_args\.backbon of ltbench\.methods\.CrossEntropy; closest valid keys: model\.init_args\.backbone \(Optional\[str\]\)", []),
     row("unknown-key-in-a-config-file", lambda t, m: _fit(t, "--config", str(_yaml_file(t, "typo.yaml", "trainer:\n  max_epoch: 3\n"))), 2,
      r"unknown key trainer\.max_epoch; closest valid keys: trainer\.max_epochs \(Optional\[int\]\)", []),
     row("unknown-nested-key", lambda t, m: _fit(t, "--model.init_args.optimizer.lrr", "0.1"), 2,

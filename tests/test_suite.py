@@ -128,9 +128,9 @@ def test_suite_runs_missing_runs_once_resumes_and_renders(tmp_path, capsys):
 
 def test_a_failing_run_does_not_stop_the_others_and_the_command_exits_1(tmp_path, monkeypatch, capsys):
     """The runner's own loop, with each run replaced by a stub (configs still parse for real)."""
-    import ltbench.cli
+    import ltbench.runner
 
-    real_run, attempted = ltbench.cli.run, []
+    real_run, attempted = ltbench.runner.run, []
 
     def run(args, **kwargs):
         if "--print_config" in args:
@@ -142,7 +142,7 @@ def test_a_failing_run_does_not_stop_the_others_and_the_command_exits_1(tmp_path
         if (name, seed) == ("la_digits_lt", 0):
             raise RuntimeError("CUDA out of memory")
 
-    monkeypatch.setattr(ltbench.cli, "run", run)
+    monkeypatch.setattr(ltbench.runner, "run", run)
     path = _suite_file(tmp_path, [CE, LA])
     assert leaderboard_main([str(path)]) == 1
     assert attempted == [("ce_digits_lt", 0), ("ce_digits_lt", 1), ("la_digits_lt", 0), ("la_digits_lt", 1)]

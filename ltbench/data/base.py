@@ -12,13 +12,14 @@ from __future__ import annotations
 import os
 import warnings
 from functools import cached_property
-from typing import Any, ClassVar, Literal, Optional, Sequence
+from typing import Any, ClassVar, Literal, Optional, Sequence, Union
 
 import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ltbench.data.device_loader import DeviceBatches
 from ltbench.data.longtail import MULTI_LABEL_RULE, SINGLE_LABEL_RULE, ShotRule
 from ltbench.data.samplers import LTSampler, SamplerName
 from ltbench.errors import LTBenchError
@@ -39,22 +40,32 @@ class LTDataModule(L.LightningDataModule):
         self,
         batch_size: int = 128,
         eval_batch_size: Optional[int] = None,
-        num_workers: int = 0,
+        num_workers: Union[int, Literal["auto"]] = 0,
         sampler: SamplerName = "instance",
         shot_rule: Optional[ShotRule] = None,
         drop_last: bool = False,
         pin_memory: bool = True,
         epoch_samples: Optional[int] = None,
         class_aware_samples: int = 1,
+        device_cache: Optional[bool] = None,
     ) -> None:
+        """
+        Args:
+            num_workers: loader processes; ``auto`` takes the cores per local device (at most 16).
+            device_cache: hold the whole split on the accelerator and batch there (modules with
+                ``device_split``: CIFAR-LT, Digits); ``None`` turns it on when training on CUDA.
+        """
         super().__init__()
         for key, value, least in (("batch_size", batch_size, 1), ("eval_batch_size", eval_batch_size, 1), ("num_workers", num_workers, 0),
                                   ("epoch_samples", epoch_samples, 1), ("class_aware_samples", class_aware_samples, 1)):  # fmt: skip
+            if key == "num_workers" and value == "auto":
+                continue
             if value is not None and not (isinstance(value, int) and value >= least):
                 raise LTBenchError(f"data.init_args.{key}: expected an integer >= {least}, got {value!r}")
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
+        self.device_cache = device_cache
         self.sampler = sampler
         self.shot_rule = shot_rule or (SINGLE_LABEL_RULE if self.task == "multiclass" else MULTI_LABEL_RULE)
         self.drop_last = drop_last
@@ -169,19 +180,82 @@ class LTDataModule(L.LightningDataModule):
         elif stage in ("test", "predict"):
             self.dataset("test")
 
+    def _workers(self) -> int:
+        if self.num_workers != "auto":
+            return int(self.num_workers)
+        trainer = self.trainer
+        local = max(int(getattr(trainer, "num_devices", 1) or 1), 1) if trainer is not None else 1
+        return auto_workers(local)
+
     def _loader(self, dataset: Dataset, batch_size: int, **kwargs: Any) -> DataLoader:
+        workers = self._workers()
         # in-memory datasets fetch a batch at once (``__getitems__``) and bring their own collate
-        kwargs.setdefault("collate_fn", getattr(dataset, "collate_fn", None))
+        if kwargs.get("collate_fn") is None:
+            kwargs["collate_fn"] = getattr(dataset, "collate_fn", None)
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
+            num_workers=workers,
+            persistent_workers=workers > 0,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
             **kwargs,
         )
 
-    def train_dataloader(self) -> DataLoader:
+    def train_collate_fn(self) -> Optional[Any]:
+        """The training loader's collate function; ``None`` is PyTorch's default."""
+        return None
+
+    # ---- the split held on the device ----------------------------------------------------------
+    def device_split(self, split: Split) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+        """Images (N, C, H, W) in their stored dtype and targets of ``split``, for ``device_cache``;
+        ``None`` where the split does not fit in memory (file datasets)."""
+        return None
+
+    def device_augment(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """The training augmentation of a batch on the device; none by default."""
+        return x
+
+    def _device(self) -> Optional[torch.device]:
+        trainer = self.trainer
+        return trainer.strategy.root_device if trainer is not None else None
+
+    def uses_device_cache(self) -> bool:
+        device = self._device()
+        if self.device_cache is False or device is None:
+            return False
+        if self.device_cache is None and device.type != "cuda":
+            return False
+        if type(self).device_split is LTDataModule.device_split:
+            if self.device_cache:
+                raise LTBenchError(
+                    f"data.init_args.device_cache: {type(self).__name__} cannot hold its images on the device "
+                    "(only in-memory datasets such as CIFAR-LT and Digits can); set it to false"
+                )
+            return False
+        return True
+
+    def _device_batches(self, split: Split, batch_size: int, sampler: Optional[LTSampler] = None) -> DeviceBatches:
+        cache = self.__dict__.setdefault("_device_split_cache", {})
+        device = self._device()
+        if (split, device) not in cache:
+            images, targets = self.device_split(split)
+            cache[(split, device)] = (images.to(device), targets.to(device))
+        images, targets = cache[(split, device)]
+        trainer = self.trainer
+        return DeviceBatches(
+            images,
+            targets,
+            batch_size,
+            device,
+            sampler=sampler,
+            drop_last=self.drop_last if sampler is not None else False,
+            augment=self.device_augment if sampler is not None else None,
+            seed=int(os.environ.get("PL_GLOBAL_SEED", 0)),
+            rank=trainer.global_rank if trainer else 0,
+            num_replicas=trainer.world_size if trainer else 1,
+        )
+
+    def train_dataloader(self) -> Union[DataLoader, DeviceBatches]:
         trainer = self.trainer
         sampler = LTSampler(
             self.train_targets,
@@ -193,16 +267,23 @@ class LTDataModule(L.LightningDataModule):
             epoch_samples=self.epoch_samples,
             samples_per_class=self.class_aware_samples,
         )
-        return self._loader(self.dataset("train"), self.batch_size, sampler=sampler, drop_last=self.drop_last)
+        if self.uses_device_cache():
+            return self._device_batches("train", self.batch_size, sampler)
+        return self._loader(self.dataset("train"), self.batch_size, sampler=sampler, drop_last=self.drop_last,
+                            collate_fn=self.train_collate_fn())
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> Union[DataLoader, DeviceBatches]:
+        if self.uses_device_cache():
+            return self._device_batches("val", self.eval_batch_size)
         return self._loader(self.dataset("val"), self.eval_batch_size, shuffle=False)
 
-    def test_dataloader(self) -> DataLoader:
+    def test_dataloader(self) -> Union[DataLoader, DeviceBatches]:
+        if self.uses_device_cache():
+            return self._device_batches("test", self.eval_batch_size)
         return self._loader(self.dataset("test"), self.eval_batch_size, shuffle=False)
 
     def predict_dataloader(self) -> DataLoader:
-        return self.test_dataloader()
+        return self._loader(self.dataset("test"), self.eval_batch_size, shuffle=False)
 
     # ---- on the device -------------------------------------------------------------------------
     def _norm(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -223,3 +304,12 @@ class LTDataModule(L.LightningDataModule):
         mean, std = self._norm(x.device)
         x = (x - mean) / std
         return x, y, idx
+
+
+def auto_workers(local_devices: int = 1, cap: int = 16) -> int:
+    """Loader workers per device process: the cores it can use, one left for the main process."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(0, min(cap, cores // max(local_devices, 1) - 1))

@@ -204,5 +204,8 @@ class BaseToNew(FewShot):
         return [self._loader(self.dataset("test"), self.eval_batch_size, shuffle=False),
                 self._loader(self._datasets["test_new"], self.eval_batch_size, shuffle=False)]  # fmt: skip
 
+    def predict_dataloader(self) -> list[DataLoader]:
+        return self.test_dataloader()
+
 
 __all__ = ["FewShot", "BaseToNew", "ClassSet", "Relabelled", "kshot_indices", "harmonic_mean"]

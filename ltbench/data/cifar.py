@@ -20,6 +20,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from ltbench.data.base import LTDataModule, Split
+from ltbench.data.device_loader import random_crop_flip
 from ltbench.data.longtail import check_imb_ratio, imbalance_profile, indices_sha256, ldam_subsample
 from ltbench.errors import DataError
 from ltbench.network import reachable
@@ -270,6 +271,16 @@ class _CIFARLT(LTDataModule):
             images, targets = self._test_full
             return CIFARTensorDataset(images, targets)
         raise ValueError(f"unknown split {split!r}; expected 'train', 'val' or 'test'")
+
+    def device_split(self, split: Split) -> tuple[torch.Tensor, torch.Tensor]:
+        images, targets = self._train_full if split == "train" else self._test_full
+        if split == "train":
+            images, targets = images[self.subset_indices], targets[self.subset_indices]
+        return torch.from_numpy(np.array(images)), torch.from_numpy(np.array(targets))  # writable copies
+
+    def device_augment(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """The loader path's RandomCrop(32, padding=4) + RandomHorizontalFlip, batched on the device."""
+        return random_crop_flip(x, generator, padding=4)
 
     def protocol_extras(self) -> dict[str, Any]:
         return {

@@ -130,6 +130,10 @@ class DigitsLT(LTDataModule):
         images = torch.from_numpy(s["images"][idx]).unsqueeze(1)
         return TensorItems(images, torch.from_numpy(s["targets"][idx]))
 
+    def device_split(self, split: Split) -> tuple[torch.Tensor, torch.Tensor]:
+        ds = self.dataset(split)
+        return ds.images, ds.targets
+
     def protocol_extras(self) -> dict[str, Any]:
         return {
             "split": f"sklearn digits, {self.test_per_class}/class test (split_seed={self.split_seed}), val = test",

@@ -13,7 +13,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Callable, ClassVar, Optional, Sequence
+from typing import Any, Callable, ClassVar, Literal, Optional, Sequence
 
 import numpy as np
 import torch
@@ -22,6 +22,8 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from ltbench.data.base import LTDataModule, Split
+from ltbench.data.device_loader import epoch_generator
+from ltbench.data.jpeg import EncodedFileDataset, EncodedImages, collate_encoded, decode_augment
 from ltbench.errors import DataError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -179,6 +181,7 @@ class ImageListLT(LTDataModule):
         val_list: Optional[str] = None,
         test_list: Optional[str] = None,
         image_size: int = 224,
+        decode: Literal["pil", "device"] = "pil",
         **kwargs: Any,
     ) -> None:
         """
@@ -189,6 +192,10 @@ class ImageListLT(LTDataModule):
             val_list: val list file name or path, overriding the dataset's default.
             test_list: test list file name or path, overriding the dataset's default.
             image_size: training crop and evaluation centre-crop size.
+            decode: ``pil`` decodes and augments training images in loader workers; ``device``
+                has workers read file bytes only and decodes JPEGs with ``torchvision.io.decode_jpeg``
+                on the training device (nvJPEG on CUDA), where the same RandomResizedCrop, flip and
+                colour jitter run batched (``ltbench.data.jpeg``). Evaluation always uses PIL.
         """
         super().__init__(**kwargs)
         self.root = root
@@ -199,6 +206,9 @@ class ImageListLT(LTDataModule):
             "test": test_list or self.default_lists["test"],
         }
         self.image_size = image_size
+        if decode not in ("pil", "device"):
+            raise DataError(f"data.init_args.decode={decode!r}; expected 'pil' or 'device'")
+        self.decode = decode
         self._lists: dict[str, ListFile] = {}
 
     # ---- list files ----------------------------------------------------------------------------
@@ -282,8 +292,34 @@ class ImageListLT(LTDataModule):
     def make_dataset(self, split: Split) -> Dataset:
         if split not in ("train", "val", "test"):
             raise ValueError(f"unknown split {split!r}; expected 'train', 'val' or 'test'")
+        if split == "train" and self.decode == "device":
+            lst = self._checked(split)
+            return EncodedFileDataset(self.root, PathTable(lst.paths), lst.labels, lst.path)
         transform = self.train_transform if split == "train" else self.eval_transform
         return ImageListDataset(self.root, self._checked(split), transform, self.title)
+
+    def train_collate_fn(self) -> Optional[Any]:
+        return collate_encoded if self.decode == "device" else None
+
+    def _jpeg_generators(self, device: torch.device) -> tuple[torch.Generator, torch.Generator]:
+        """Device and host generators of the current epoch, seeded from (seed, epoch, rank)."""
+        trainer = self.trainer
+        epoch = trainer.current_epoch if trainer is not None else 0
+        rank = trainer.global_rank if trainer is not None else 0
+        key = (device, epoch, rank)
+        cached = self.__dict__.get("_jpeg_gens")
+        if cached is None or cached[0] != key:
+            seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
+            cached = (key, epoch_generator(device, seed, epoch, rank), epoch_generator(torch.device("cpu"), seed, epoch, rank + 2**16))
+            self.__dict__["_jpeg_gens"] = cached
+        return cached[1], cached[2]
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if isinstance(batch[0], EncodedImages):
+            device = batch[1].device
+            x = decode_augment(batch[0], device, self.image_size, *self._jpeg_generators(device))
+            batch = (x, batch[1], batch[2])
+        return super().on_after_batch_transfer(batch, dataloader_idx)
 
     def protocol_extras(self) -> dict[str, Any]:
         lists = {}

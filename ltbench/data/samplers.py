@@ -113,6 +113,10 @@ class LTSampler(DistributedSampler):
         return self.schedule[max(bisect.bisect_right(starts, epoch) - 1, 0)][1]
 
     def __iter__(self) -> Iterator[int]:
+        return iter(self.epoch_indices().tolist())
+
+    def epoch_indices(self) -> np.ndarray:
+        """This rank's dataset indices for the current epoch (its stride of the shared draw)."""
         rng = np.random.default_rng([self.seed, self.epoch])
         indices = draw_epoch(
             self.mode_at(self.epoch), self.class_indices, self.num_samples_total, rng, self.dataset_size, self.samples_per_class
@@ -123,4 +127,4 @@ class LTSampler(DistributedSampler):
             pad = self.total_size - len(indices)
             if pad > 0:
                 indices = np.concatenate([indices, indices[:pad]])
-        return iter(indices[self.rank : self.total_size : self.num_replicas].tolist())
+        return indices[self.rank : self.total_size : self.num_replicas]

@@ -7,9 +7,11 @@ data pipeline, never a result. Their checksums are returned, since they are not 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import pickle
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -31,30 +33,40 @@ def _md5s(root: Path, folder: str) -> dict[str, str]:
     return {f"{folder}/{p.name}": hashlib.md5(p.read_bytes()).hexdigest() for p in sorted((root / folder).iterdir())}
 
 
-def write_fake_cifar(root: str | Path, seed: int = 0) -> dict[str, str]:
+def write_fake_cifar(
+    root: str | Path, seed: int = 0, datasets: tuple[str, ...] = ("cifar10", "cifar100"), cifar100_per_class: int = 500
+) -> dict[str, str]:
     """torchvision's CIFAR-10 and CIFAR-100 python layouts under ``root``; returns the files' MD5s
-    keyed as ``ltbench.data.cifar.MD5S`` keys them."""
+    keyed as ``ltbench.data.cifar.MD5S`` keys them.
+
+    ``datasets`` picks which to write; ``cifar100_per_class`` shrinks CIFAR-100's training set
+    (500 per class is the real size; the LDAM subset scales with it) for quick tests.
+    """
     root = Path(root)
     rng = np.random.default_rng(seed)
-    c10 = root / "cifar-10-batches-py"
-    c10.mkdir(parents=True, exist_ok=True)
-    data, labels = _split(rng, 10, 5000)
-    for b in range(5):
-        sl = slice(b * 10000, (b + 1) * 10000)
-        _dump(c10 / f"data_batch_{b + 1}", {"batch_label": f"training batch {b + 1} of 5", "labels": labels[sl],
-                                            "data": data[sl], "filenames": [f"{i}.png" for i in range(10000)]})
-    data, labels = _split(rng, 10, 1000)
-    _dump(c10 / "test_batch", {"batch_label": "testing batch 1 of 1", "labels": labels, "data": data})
-    _dump(c10 / "batches.meta", {"label_names": CIFAR10_NAMES, "num_cases_per_batch": 10000})
-
-    c100 = root / "cifar-100-python"
-    c100.mkdir(parents=True, exist_ok=True)
-    for name, per_class in (("train", 500), ("test", 100)):
-        data, labels = _split(rng, 100, per_class)
-        _dump(c100 / name, {"fine_labels": labels, "coarse_labels": [x // 5 for x in labels], "data": data})
-    _dump(c100 / "meta", {"fine_label_names": [f"fine{i}" for i in range(100)],
-                          "coarse_label_names": [f"coarse{i}" for i in range(20)]})
-    return {**_md5s(root, "cifar-10-batches-py"), **_md5s(root, "cifar-100-python")}
+    md5s: dict[str, str] = {}
+    if "cifar10" in datasets:
+        c10 = root / "cifar-10-batches-py"
+        c10.mkdir(parents=True, exist_ok=True)
+        data, labels = _split(rng, 10, 5000)
+        for b in range(5):
+            sl = slice(b * 10000, (b + 1) * 10000)
+            _dump(c10 / f"data_batch_{b + 1}", {"batch_label": f"training batch {b + 1} of 5", "labels": labels[sl],
+                                                "data": data[sl], "filenames": [f"{i}.png" for i in range(10000)]})
+        data, labels = _split(rng, 10, 1000)
+        _dump(c10 / "test_batch", {"batch_label": "testing batch 1 of 1", "labels": labels, "data": data})
+        _dump(c10 / "batches.meta", {"label_names": CIFAR10_NAMES, "num_cases_per_batch": 10000})
+        md5s.update(_md5s(root, "cifar-10-batches-py"))
+    if "cifar100" in datasets:
+        c100 = root / "cifar-100-python"
+        c100.mkdir(parents=True, exist_ok=True)
+        for name, per_class in (("train", cifar100_per_class), ("test", 100)):
+            data, labels = _split(rng, 100, per_class)
+            _dump(c100 / name, {"fine_labels": labels, "coarse_labels": [x // 5 for x in labels], "data": data})
+        _dump(c100 / "meta", {"fine_label_names": [f"fine{i}" for i in range(100)],
+                              "coarse_label_names": [f"coarse{i}" for i in range(20)]})
+        md5s.update(_md5s(root, "cifar-100-python"))
+    return md5s
 
 
 def _write_jpeg(path: Path, rng: np.random.Generator, size: int = 24) -> None:
@@ -105,3 +117,67 @@ def write_coop_split(path: str | Path, image_dir: str | Path, names: list[str], 
                 out[split].append([f"{name}/{f.name}", label, name.replace("_", " ")])
     Path(path).write_text(json.dumps(out))
     return Path(path)
+
+
+#: typical ImageNet image shapes (H, W); the mean file is about 400 x 350
+IMAGENET_SHAPES = ((375, 500), (500, 375), (333, 500), (500, 333), (500, 500), (281, 500))
+
+
+def write_fake_image_list(
+    root: str | Path,
+    class_counts: list[int],
+    prefix: str = "ImageNet_LT",
+    shapes: tuple[tuple[int, int], ...] = IMAGENET_SHAPES,
+    eval_per_class: int = 1,
+    quality: int = 90,
+    seed: int = 0,
+    distinct: Optional[int] = None,
+) -> Path:
+    """A JPEG tree in the ImageNet-LT list layout under ``root``: ``train/n<class>/<i>.JPEG`` and
+    ``val/...`` images, ``<prefix>_{train,val,test}.txt`` lists; returns the list folder (``root``).
+
+    Images are smooth random fields plus noise (natural-image-like JPEG sizes and decode cost), of
+    the given shapes in turn; ``class_counts`` gives the training images per class. With ``distinct``
+    only that many images are encoded and later files repeat their bytes (a large tree written fast;
+    decoding costs the same).
+    """
+    from PIL import Image
+
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    k = 0
+
+    encoded: list[bytes] = []
+
+    def image(path: Path) -> None:
+        nonlocal k
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if distinct is not None and k >= distinct:
+            path.write_bytes(encoded[k % distinct])
+            k += 1
+            return
+        h, w = shapes[k % len(shapes)]
+        k += 1
+        coarse = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+        smooth = np.asarray(Image.fromarray(coarse).resize((w, h), Image.BILINEAR), dtype=np.int16)
+        pixels = np.clip(smooth + rng.integers(-12, 13, smooth.shape, dtype=np.int16), 0, 255).astype(np.uint8)
+        buf = io.BytesIO()
+        Image.fromarray(pixels).save(buf, format="JPEG", quality=quality)
+        encoded.append(buf.getvalue())
+        path.write_bytes(encoded[-1])
+
+    rows: dict[str, list[str]] = {"train": [], "val": [], "test": []}
+    for c, n in enumerate(class_counts):
+        wnid = f"n{c:08d}"
+        for i in range(n):
+            rel = f"train/{wnid}/{wnid}_{i}.JPEG"
+            image(root / rel)
+            rows["train"].append(f"{rel} {c}")
+        for split in ("val", "test"):
+            for i in range(eval_per_class):
+                rel = f"val/{wnid}/{split}_{i}.JPEG"
+                image(root / rel)
+                rows[split].append(f"{rel} {c}")
+    for split, lines in rows.items():
+        (root / f"{prefix}_{split}.txt").write_text("\n".join(lines) + "\n")
+    return root

@@ -377,7 +377,7 @@ class LTMethod(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # raising here stops the save: last.ckpt keeps the last finite state, so --ckpt_path last resumes sanely
-        tensors = [t for t in (*self.parameters(), *self.buffers()) if t.is_floating_point()]
+        tensors = [t for t in checkpoint.get("state_dict", {}).values() if t.is_floating_point()]  # what is saved (a causal mask's -inf is not)
         if bool(self._nonfinite) or (tensors and not bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())):
             raise LTBenchError(
                 f"non-finite weights or training loss at epoch {self.current_epoch}, step {self.trainer.global_step} "
