@@ -339,3 +339,13 @@ def test_multilabel_digits_fit_trains_every_stage_and_reports_map(tmp_path):
     rec = _record(cli)
     assert rec["task"] == "multilabel" and 0.0 < rec["metrics"]["mAP"] <= 1.0
     assert cli.model.centres.counts.sum() > 0 and bool(cli.model.text_ready)
+
+
+@pytest.mark.slow
+def test_training_steps_of_every_stage_read_nothing_back_to_the_host(tmp_path):
+    from ltbench.sync_check import NoSyncInSteps
+
+    cli = run(["fit", "--config", SEDA_DIGITS, *SHORT, *QUIET, "--run_dir", str(tmp_path), "--test_after_fit", "false",
+               "--trainer.callbacks+=ltbench.sync_check.NoSyncInSteps"])  # fmt: skip
+    guard = next(cb for cb in cli.trainer.callbacks if isinstance(cb, NoSyncInSteps))
+    assert guard.steps == cli.trainer.global_step > 0 and cli.model.entered_stage == 3

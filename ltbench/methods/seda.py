@@ -220,6 +220,8 @@ class SeDA(LTMethod):
         super().setup(stage)
         if stage == "fit":
             self.prepare_text()
+        if self.variant != "projection":
+            self.schedule.sampler(self.sample_steps)  # built here, not inside a training step
 
     def class_text(self) -> torch.Tensor:
         """The normalised class text features (C, E): the stage-2 targets and the similarity classifier."""

@@ -62,7 +62,7 @@ class NoiseSchedule(nn.Module):
         self.num_train_timesteps = num_train_timesteps
         self.prediction = prediction
         self.clip_sample = clip_sample
-        self._samplers: dict[int, Any] = {}
+        self._samplers: dict[int, tuple[Any, list[int]]] = {}
         self.register_buffer("alphas_cumprod", self.ddpm.alphas_cumprod.clone().float(), persistent=False)
 
     def sample_timesteps(self, n: int, device: torch.device, generator: Optional[torch.Generator] = None) -> torch.Tensor:
@@ -102,24 +102,25 @@ class NoiseSchedule(nn.Module):
         ``denoise(x_t, t)`` gets t as a (B,) device tensor. Sharing the start vector makes every
         sample's output a function of its own condition alone, whatever the batch it sits in.
         """
-        sched = self._sampler(steps)
+        sched, timesteps = self.sampler(steps)
         gen = torch.Generator(device="cpu").manual_seed(seed)
         x = torch.randn(shape[-1], generator=gen, dtype=torch.float32).to(device=device, dtype=dtype).expand(*shape).contiguous()
-        for t in sched.timesteps:
-            out = denoise(x, torch.full((shape[0],), int(t), device=device, dtype=torch.long))
-            x = sched.step(out, int(t), x, eta=0.0).prev_sample
+        for t in timesteps:
+            out = denoise(x, torch.full((shape[0],), t, device=device, dtype=torch.long))
+            x = sched.step(out, t, x, eta=0.0).prev_sample
         return x
 
-    def _sampler(self, steps: int) -> Any:
-        """The DDIM scheduler for ``steps`` reverse steps, made once: building one costs tens of
-        milliseconds, and after ``set_timesteps`` its ``step`` changes no state."""
+    def sampler(self, steps: int) -> tuple[Any, list[int]]:
+        """The DDIM scheduler for ``steps`` reverse steps and its timesteps as Python ints, made once:
+        building one costs tens of milliseconds, after ``set_timesteps`` its ``step`` changes no state,
+        and a method calls this before training so a step reads no tensor back (``ltbench.sync_check``)."""
         if steps not in self._samplers:
             from diffusers import DDIMScheduler
 
             clip = {"clip_sample": self.clip_sample is not None, "clip_sample_range": self.clip_sample or 1.0}
             sched = DDIMScheduler.from_config(self.ddpm.config, set_alpha_to_one=True, **clip)
             sched.set_timesteps(steps)
-            self._samplers[steps] = sched
+            self._samplers[steps] = (sched, [int(t) for t in sched.timesteps.tolist()])
         return self._samplers[steps]
 
     def describe(self) -> dict[str, Any]:
