@@ -29,6 +29,15 @@ def load_benchmark_script(name: str) -> ModuleType:
     return module
 
 
+def free_port() -> int:
+    """A free TCP port on localhost, for a torch.distributed rendezvous in a test."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 class StopAfterEpoch(L.Callback):
     """Ends fit after ``epoch`` as an interruption would, once the epoch's checkpoint is saved."""
 

@@ -2,7 +2,6 @@
 
 import hashlib
 import json
-import socket
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -16,7 +15,7 @@ import torch.nn.functional as F
 from ltbench.methods import TDE
 from ltbench.methods.tde import counterfactual_logits
 from ltbench.models.heads import CausalNormHead
-from tests.helpers import REPO
+from tests.helpers import REPO, free_port
 
 COUNTS = [50, 20, 5, 1]
 FACTS = dict(backbone="tiny_cnn", in_chans=1, num_classes=4, train_class_counts=COUNTS, class_names=list("abcd"))
@@ -206,12 +205,6 @@ def test_lr_rule_for_mu():
         m._trainer = None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _batches(rank):
     """Different data per rank and uneven sizes (5 and 3), two steps."""
     return [_x(5 if rank == 0 else 3, seed=10 * step + rank) for step in range(2)]
@@ -241,7 +234,7 @@ def _ddp_worker(rank, world, port, out):
 def test_two_process_gloo_keeps_the_buffer_equal_and_global():
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
-    port = _free_port()
+    port = free_port()
     procs = [ctx.Process(target=_ddp_worker, args=(r, 2, port, out)) for r in range(2)]
     for p in procs:
         p.start()

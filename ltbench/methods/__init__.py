@@ -15,6 +15,7 @@ from ltbench.methods.baselines import (
 from ltbench.methods.stages import Stage
 from ltbench.methods.tde import TDE
 from ltbench.methods.cprfl import CPRFL
+from ltbench.methods.seda import SeDA
 
 __all__ = ["LTMethod", "Stage", "CrossEntropy", "LogitAdjustment", "BalancedSoftmax", "CosineClassifier", "CRT"]
 __all__ += ["BCE", "ASL", "Focal", "DBFocal"]
@@ -24,3 +25,4 @@ from ltbench.methods.clip_prompt import CoCoOp, CoOp, ZeroShotCLIP
 from ltbench.methods.cdc import CDC
 
 __all__ += ["ZeroShotCLIP", "CoOp", "CoCoOp", "CDC"]
+__all__ += ["SeDA"]

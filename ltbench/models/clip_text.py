@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ltbench.errors import LTBenchError
@@ -27,6 +28,19 @@ CONFIG_DIR = Path(__file__).resolve().parent / "clip_configs"
 TINY_TEXT = "ltbench-tiny-text"
 DEFAULT_TEMPLATE = "a photo of a {}."
 _SCHEMAS = ("hf-hub:", "local-dir:")
+#: named template sets; ``clip7`` is the seven-template ImageNet ensemble of CLIP's prompt-engineering notebook
+TEMPLATE_SETS: dict[str, tuple[str, ...]] = {
+    "photo": (DEFAULT_TEMPLATE,),
+    "clip7": (
+        "itap of a {}.",
+        "a bad photo of the {}.",
+        "a origami {}.",
+        "a photo of the large {}.",
+        "a {} in a video game.",
+        "art of the {}.",
+        "a photo of the small {}.",
+    ),
+}
 DIGITS_TAG = "ltbench-digits"
 
 
@@ -244,6 +258,42 @@ class CLIPTextEncoder(nn.Module):
         return f"model={self.model_name!r}, classes={len(self.prompts)}, trainable={self.trainable}, context={self._tokens.shape[-1]}"
 
 
+def resolve_templates(templates: Union[str, Sequence[str]]) -> tuple[str, ...]:
+    """A named set (``photo``, ``clip7``) or a list of templates, each with one ``{}`` for the class name."""
+    if isinstance(templates, str):
+        if templates not in TEMPLATE_SETS:
+            raise LTBenchError(f"unknown template set {templates!r}; expected one of {', '.join(TEMPLATE_SETS)} or a list of templates")
+        return TEMPLATE_SETS[templates]
+    bad = [t for t in templates if t.count("{}") != 1]
+    if not templates or bad:
+        raise LTBenchError(f"templates: every template needs exactly one '{{}}' for the class name (got {list(templates) or 'none'})")
+    return tuple(templates)
+
+
+def class_text_features(
+    class_names: Sequence[str],
+    templates: Union[str, Sequence[str]] = "photo",
+    model_name: str = "RN50",
+    pretrained: Optional[Union[str, Path]] = None,
+    quick_gelu: Optional[bool] = None,
+    init_seed: int = 0,
+) -> torch.Tensor:
+    """Fixed class text features (C, E), float32: CLIP's prompt ensemble, the mean over templates of the
+    L2-normalised sentence embeddings, normalised again. The tower is built, run once and dropped; a
+    randomly initialised tower (``pretrained=None``) is seeded by ``init_seed`` alone, so the features
+    do not change with the run's seed."""
+    from open_clip import get_tokenizer
+
+    templates = resolve_templates(templates)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(init_seed)
+        tower = build_text_tower(model_name, pretrained, quick_gelu).eval()
+    tokenizer = get_tokenizer(model_name)
+    with torch.no_grad():  # not around building: ``ltbench-digits`` may pretrain its tower there the first time
+        per_template = [F.normalize(tower(tokenizer(class_prompts(class_names, t))).float(), dim=-1) for t in templates]
+    return F.normalize(torch.stack(per_template).mean(0), dim=-1)
+
+
 def describe(encoder: CLIPTextEncoder) -> dict[str, Any]:
     """Facts for a run record."""
     return {
@@ -255,3 +305,4 @@ def describe(encoder: CLIPTextEncoder) -> dict[str, Any]:
 
 
 __all__ = ["CLIPTextEncoder", "build_clip", "build_text_tower", "load_clip_weights", "class_prompts", "register_configs", "TINY_TEXT", "describe"]
+__all__ += ["TEMPLATE_SETS", "resolve_templates", "class_text_features"]
