@@ -8,9 +8,10 @@ import os
 import platform
 import subprocess
 import tempfile
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 PACKAGES = ("ltbench", "torch", "torchvision", "lightning", "torchmetrics", "timm", "open_clip_torch", "numpy", "scikit-learn")
 
@@ -53,17 +54,28 @@ def jsonable(obj: Any) -> Any:
     return str(obj)
 
 
-def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
-    """Write to a temporary file beside ``path`` and rename it over: readers never see half a file."""
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary path beside ``path``, renamed over it when the block ends without error.
+
+    Readers never see half a file; on error the temporary file is removed.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(jsonable(data), f, indent=2, sort_keys=False)
-            f.write("\n")
+        yield Path(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
+
+
+def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
+    """Write JSON through ``atomic_path``."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "w") as f:
+            json.dump(jsonable(data), f, indent=2, sort_keys=False)
+            f.write("\n")
+    return Path(path)

@@ -15,8 +15,10 @@ from ltbench.methods.baselines import (
 from ltbench.methods.stages import Stage
 from ltbench.methods.tde import TDE
 from ltbench.methods.cprfl import CPRFL
+from ltbench.methods.tscnet import TSCNet
 
 __all__ = ["LTMethod", "Stage", "CrossEntropy", "LogitAdjustment", "BalancedSoftmax", "CosineClassifier", "CRT"]
 __all__ += ["BCE", "ASL", "Focal", "DBFocal"]
 __all__ += ["TDE"]
 __all__ += ["CPRFL"]
+__all__ += ["TSCNet"]
