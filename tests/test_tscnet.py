@@ -16,6 +16,7 @@ from ltbench.data.fourier import amplitude_mix, box_mask
 from ltbench.data.samplers import LTSampler, class_index_lists, draw_epoch, effective_number_weights
 from ltbench.errors import LTBenchError
 from ltbench.methods import TSCNet
+from ltbench.methods.tscnet import index_draws
 from ltbench.models.ccim import CCIM
 from ltbench.models.confounders import load_dictionary_file
 from ltbench.models.heads import counterfactual_logits
@@ -59,10 +60,8 @@ def test_appended_tokens_enter_each_block_and_never_leave_it():
 
     hooks = [b.register_forward_hook(record) for b in vit.blocks]
     x = torch.randn(3, 1, 8, 8)
-    m._reset_eval_draws()
     feat = m.features(x)
     m.ccim = None
-    m._reset_eval_draws()
     no_ccim = m.features(x)
     for h in hooks:
         h.remove()
@@ -86,16 +85,23 @@ def test_dictionary_tokens_are_drawn_per_block_and_sample_and_mapped_by_their_bl
     assert torch.allclose(got, want, atol=1e-6)
 
 
-def test_evaluation_draws_repeat_and_training_draws_do_not():
+def test_evaluation_draws_follow_the_sample_not_the_batch_and_training_draws_vary():
     torch.manual_seed(0)
     m = _model()
     m.dict_z.normal_()
-    x = torch.randn(4, 1, 8, 8)
+    x = torch.randn(6, 1, 8, 8)
+    index = torch.tensor([3, 10, 7, 0, 5, 123456])
     m.eval()
-    m._reset_eval_draws()
-    a = m.inference_logits(x)
-    m._reset_eval_draws()
-    assert torch.equal(a, m.inference_logits(x))
+    m._eval_index = index
+    full = m.inference_logits(x)
+    m._eval_index = index[[4, 2, 0]]
+    part = m.inference_logits(x[[4, 2, 0]])
+    assert torch.allclose(full[[4, 2, 0]], part, atol=1e-5)  # other batch, same sample: same tokens
+    rows = index_draws(torch.arange(20000), 4, 10, 8)
+    assert rows.min() == 0 and rows.max() == 7
+    freq = torch.bincount(rows.flatten(), minlength=8).float() / rows.numel()
+    assert (freq - 1 / 8).abs().max() < 0.003  # uniform over the K rows
+    assert not torch.equal(rows[0], rows[1]) and not torch.equal(rows[:, 0], rows[:, 1])
     m.train()
     assert not torch.equal(m.features(x), m.features(x))
 
@@ -192,6 +198,25 @@ def test_fourier_view_on_a_normalised_batch_equals_mixing_the_raw_image():
     assert torch.allclose(got, (mixed - mean) / std, atol=1e-5)
 
 
+def test_curriculum_bounds_lambda_per_class_and_moves_the_level_by_counterfactual_accuracy():
+    torch.manual_seed(0)
+    m = _model(curriculum=True, fourier_max=1.2, curriculum_step=0.05)
+    m._pixel_stats = lambda x: (torch.zeros(1, 1, 1, 1), torch.ones(1, 1, 1, 1))
+    m._stage_index = lambda: 1
+    raw = torch.randint(0, 256, (4, 1, 8, 8)).float() / 255
+    y = torch.tensor([0, 1, 2, 3])
+    view = m.fourier_view(raw, y)  # every level 0: lambda = 0, the image itself up to uint8 truncation
+    assert (view - raw).abs().max() <= 1 / 255 + 1e-6
+    m.curriculum_level[2] = 23
+    m._cf_correct[:4] = torch.tensor([6.0, 1.0, 9.0, 0.0])
+    m._cf_seen[:4] = torch.tensor([10.0, 10.0, 9.0, 0.0])
+    m.on_train_epoch_end()
+    # >= 0.6 correct: up one level; below: down (not under 0); at the top (1.2 / 0.05 = 24) it stays; unseen: unchanged
+    assert m.curriculum_level[:4].tolist() == [1, 0, 24, 0] and m._cf_seen.sum() == 0
+    m.on_train_epoch_end()
+    assert m.curriculum_level[:4].tolist() == [1, 0, 24, 0]
+
+
 # ---- the stage-2 sampler -----------------------------------------------------------------------------
 def test_effective_number_sampler_frequencies_converge_to_the_weights():
     counts = np.array([5000, 500, 50, 5])
@@ -248,12 +273,9 @@ def test_inference_is_tde_or_plain():
     m = _model().eval()
     m.embed_mean.normal_()
     x = torch.randn(3, 1, 8, 8)
-    m._reset_eval_draws()
     f = m.features(x)
-    m._reset_eval_draws()
     assert torch.allclose(m.inference_logits(x), counterfactual_logits(m.head, f, m.embed_mean, 0.4)[0], atol=1e-6)
     m.inference = "plain"
-    m._reset_eval_draws()
     assert torch.allclose(m.inference_logits(x), m.head(f), atol=1e-6)
 
 
@@ -341,3 +363,30 @@ def test_interrupted_run_resumes_bit_identically_across_the_stage_boundary(tmp_p
     assert proto["dictionary"]["source"] in ("built", "cache") and proto["num_confounders"] == 16
     assert b["protocol"]["dictionary"]["restored_from_checkpoint"] and proto["inference"] == "TDE, alpha=0.4"
     assert [s["name"] for s in proto["stages"]] == ["hcrl", "clbc"] and proto["stages"][1]["sampler"] == "effective_number"
+
+
+@pytest.mark.slow
+def test_two_process_fit_builds_one_dictionary_and_reports_what_one_process_reports(tmp_path):
+    """Rank 0 builds and broadcasts the dictionary; evaluation draws follow the sample, so 2 processes
+    and 1 process give the same test numbers from the same checkpoint."""
+    import os
+    import subprocess
+    import sys
+
+    from ltbench.cli import run
+
+    common = ["--config", str(REPO / "configs" / "tscnet_digits_lt.yaml"), "--model.init_args.hcrl_epochs", "1", "--model.init_args.clbc_epochs", "1"]
+    common += ["--trainer.max_epochs", "2", "--model.init_args.cache_dir", str(tmp_path / "cache"), "--run_dir", str(tmp_path), *QUIET, "--data.init_args.eval_batch_size", "37"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "ltbench.cli", "fit", *common, "--config", str(REPO / "configs" / "strategy" / "ddp_cpu.yaml"), "--version", "two"],
+        cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    two_dir = tmp_path / "TSCNet-DigitsLT" / "two"
+    two = json.loads((two_dir / "record.json").read_text())
+    assert two["throughput"]["devices"] == 2 and two["protocol"]["dictionary"]["source"] == "built"
+    assert len(list((tmp_path / "cache").rglob("*.pt"))) == 1
+    one_cli = run(["test", *common, "--ckpt_path", str(two_dir / "checkpoints" / "last.ckpt"), "--version", "one"])
+    one = json.loads(Path(one_cli.model.record_path).read_text())
+    assert two["num_test_samples"] == one["num_test_samples"] == 500
+    assert two["metrics"] == pytest.approx(one["metrics"], abs=1e-7)

@@ -49,10 +49,23 @@ from ltbench.models.confounders import (
 from ltbench.models.heads import CausalNormHead, accumulate_direction, counterfactual_logits
 from ltbench.models.vit_driver import Pool, check_vit, embed, pool, run_blocks
 
-#: seed of the dictionary-token draws at validation, test and predict (the same draws every evaluation)
+#: key of the dictionary-token draws at validation, test and predict (hashed with each sample's index)
 EVAL_DRAW_SEED = 0
 #: bump when the dictionary builder changes, so cached dictionaries are rebuilt
 BUILDER_VERSION = 1
+
+
+def index_draws(index: torch.Tensor, blocks: int, tokens: int, k: int, seed: int = EVAL_DRAW_SEED) -> torch.Tensor:
+    """(blocks, B, tokens) rows in [0, k) from a splitmix64-style hash of (seed, sample index, block, token)."""
+    key = (
+        index.long().view(1, -1, 1) * (blocks * tokens)
+        + torch.arange(blocks, device=index.device).view(-1, 1, 1) * tokens
+        + torch.arange(tokens, device=index.device).view(1, 1, -1)
+    )
+    x = key * -7046029254386353131 + seed  # int64 arithmetic wraps: 0x9E3779B97F4A7C15
+    x = (x ^ (x >> 30)) * -4658895280553007687  # 0xBF58476D1CE4E5B9
+    x = (x ^ (x >> 27)) * -7723592293110705685  # 0x94D049BB133111EB
+    return (x ^ (x >> 31)) % k
 
 
 class TSCNet(LTMethod):
@@ -158,8 +171,8 @@ class TSCNet(LTMethod):
         self.register_buffer("_cf_correct", torch.zeros(self.num_classes), persistent=False)
         self.register_buffer("_cf_seen", torch.zeros(self.num_classes), persistent=False)
         self.dictionary_info: dict[str, Any] = {}
-        self._eval_gen: Optional[torch.Generator] = None
         self._train_gen: Optional[torch.Generator] = None
+        self._eval_index: Optional[torch.Tensor] = None
 
     # ---- the network ---------------------------------------------------------------------------
     def trainable_prefixes(self) -> tuple[str, ...]:
@@ -170,13 +183,20 @@ class TSCNet(LTMethod):
         return ("token_proj", "ccim", "head", *blocks)
 
     def _draws(self, batch: int, device: torch.device) -> torch.Tensor:
-        """Dictionary rows (blocks, B, num_tokens), uniform with replacement; fixed-seed draws outside training."""
-        shape = (len(self.token_proj), batch, self.num_tokens)
+        """Dictionary rows (blocks, B, num_tokens), uniform with replacement.
+
+        In training from the step's generator; at validation, test and predict a hash of each
+        sample's dataset index, so a sample meets the same tokens whatever the batch size or the
+        number of processes (1 and N processes report the same numbers).
+        """
+        blocks = len(self.token_proj)
         if self.training:
+            shape = (blocks, batch, self.num_tokens)
             return torch.randint(self.num_confounders, shape, device=device, generator=self._step_generator(device))
-        if self._eval_gen is None or self._eval_gen.device != device:
-            self._reset_eval_draws(device)
-        return torch.randint(self.num_confounders, shape, device=device, generator=self._eval_gen)
+        index = self._eval_index
+        if index is None or len(index) != batch:
+            index = torch.arange(batch, device=device)
+        return index_draws(index.to(device), blocks, self.num_tokens, self.num_confounders)
 
     def _step_generator(self, device: torch.device) -> Optional[torch.Generator]:
         """The training step's own generator (set in ``on_train_batch_start``); None outside a fit."""
@@ -196,9 +216,19 @@ class TSCNet(LTMethod):
         gen.manual_seed(int(state[0]) << 32 | int(state[1]))
         self._train_gen = gen
 
-    def _reset_eval_draws(self, device: Optional[torch.device] = None) -> None:
-        self._eval_gen = torch.Generator(device=device or self.device)
-        self._eval_gen.manual_seed(EVAL_DRAW_SEED)
+    def _evaluate(self, metric: Any, batch: Any) -> None:
+        self._eval_index = batch[2]
+        try:
+            super()._evaluate(metric, batch)
+        finally:
+            self._eval_index = None
+
+    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
+        self._eval_index = batch[2]
+        try:
+            return super().predict_step(batch, batch_idx, dataloader_idx)
+        finally:
+            self._eval_index = None
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """f~ (B, D): the ViT with dictionary tokens at every block, pooled, plus CCIM's g(f)."""
@@ -300,15 +330,6 @@ class TSCNet(LTMethod):
             self.curriculum_level.copy_((self.curriculum_level + step).clamp(0, top))
             self._cf_correct.zero_()
             self._cf_seen.zero_()
-
-    def on_validation_epoch_start(self) -> None:
-        self._reset_eval_draws()
-
-    def on_test_epoch_start(self) -> None:
-        self._reset_eval_draws()
-
-    def on_predict_epoch_start(self) -> None:
-        self._reset_eval_draws()
 
     # ---- the confounder dictionary ---------------------------------------------------------------
     def on_fit_start(self) -> None:
