@@ -135,6 +135,9 @@ def test_attention_maps_are_softmax_qk_and_rollout_multiplies_them():
     eye = torch.eye(17)
     joint = attention_rollout(maps[:2])
     assert torch.allclose(joint, (maps[1].mean(1) + eye) @ (maps[0].mean(1) + eye), atol=1e-5)
+    with attention_maps(vit, mean_heads=True) as means, torch.no_grad():
+        run_blocks(vit, embed(vit, x))
+    assert torch.allclose(attention_rollout(means), attention_rollout(maps), atol=1e-5)
 
 
 # ---- CCIM --------------------------------------------------------------------------------------------

@@ -59,7 +59,7 @@ def background_features(model: nn.Module, batches: Iterable[torch.Tensor], thres
     out = []
     try:
         for x in batches:
-            with attention_maps(model) as maps:
+            with attention_maps(model, mean_heads=True) as maps:
                 tokens = run_blocks(model, embed(model, x))
             p = model.num_prefix_tokens
             relevance = attention_rollout(maps)[:, 0, p:]

@@ -68,8 +68,10 @@ def pool(model: nn.Module, tokens: torch.Tensor, how: Pool = "gap") -> torch.Ten
 
 
 @contextmanager
-def attention_maps(model: nn.Module) -> Iterator[list[torch.Tensor]]:
+def attention_maps(model: nn.Module, mean_heads: bool = False) -> Iterator[list[torch.Tensor]]:
     """Collect each block's attention probabilities (B, heads, N, N) during forwards in this context.
+
+    ``mean_heads`` keeps the head mean (B, N, N) instead, 1/heads of the memory (what rollout uses).
 
     timm's Attention computes ``softmax(q k^T * scale)`` and feeds it to ``attn_drop`` on its
     non-fused path; the fused flag is turned off for the duration and a hook on ``attn_drop``
@@ -83,7 +85,7 @@ def attention_maps(model: nn.Module) -> Iterator[list[torch.Tensor]]:
             raise LTBenchError(f"{type(block).__name__} has no timm Attention with attn_drop: cannot read its attention maps")
         saved.append((attn, attn.fused_attn))
         attn.fused_attn = False
-        hooks.append(attn.attn_drop.register_forward_hook(lambda _m, inp, _out: maps.append(inp[0].detach())))
+        hooks.append(attn.attn_drop.register_forward_hook(lambda _m, inp, _out: maps.append(_keep(inp[0].detach(), mean_heads))))
     try:
         yield maps
     finally:
@@ -93,15 +95,21 @@ def attention_maps(model: nn.Module) -> Iterator[list[torch.Tensor]]:
             attn.fused_attn = fused
 
 
+def _keep(a: torch.Tensor, mean_heads: bool) -> torch.Tensor:
+    return a.float().mean(dim=1) if mean_heads else a
+
+
 def attention_rollout(maps: list[torch.Tensor]) -> torch.Tensor:
     """Joint attention (B, N, N) through all layers: heads averaged, identity added for the residual.
+
+    ``maps`` holds (B, heads, N, N) maps or their head means (B, N, N).
 
     The form of ``compute_rollout_attention`` in the TSCNet and Transformer-Explainability code:
     R = (A_L + I) ... (A_1 + I), no renormalisation (only relative values are used downstream).
     """
     joint = None
     for a in maps:
-        a = a.float().mean(dim=1)
+        a = a.float().mean(dim=1) if a.ndim == 4 else a.float()
         a = a + torch.eye(a.shape[-1], device=a.device, dtype=a.dtype)
         joint = a if joint is None else a @ joint
     if joint is None:
