@@ -393,3 +393,18 @@ def test_two_process_fit_builds_one_dictionary_and_reports_what_one_process_repo
     one = json.loads(Path(one_cli.model.record_path).read_text())
     assert two["num_test_samples"] == one["num_test_samples"] == 500
     assert two["metrics"] == pytest.approx(one["metrics"], abs=1e-7)
+
+
+def test_speed_script_times_both_stages_with_and_without_each_intervention(monkeypatch):
+    import importlib.util
+
+    monkeypatch.chdir(REPO)
+    spec = importlib.util.spec_from_file_location("tscnet_speed", REPO / "benchmarks" / "tscnet_speed.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rows = module.main(["--config", "configs/tscnet_digits_lt.yaml", "--batch-size", "8", "--steps", "1", "--warmup", "1", "--device", "cpu"])
+    assert [(r["variant"], r["stage"]) for r in rows] == [(v, s) for v in module.VARIANTS for s in ("hcrl", "clbc")]
+    assert all(r["images_per_s"] > 0 and r["input"] == "1x8x8" for r in rows)
+    trainable = {r["variant"]: r["trainable_m"] for r in rows}
+    assert trainable["neither"] < trainable["no CCIM"] < trainable["both interventions"]
+    assert trainable["neither"] < trainable["no patch-level tokens"] < trainable["both interventions"]

@@ -293,26 +293,30 @@ class TSCNet(LTMethod):
             raise LTBenchError("TSCNet stage 2 needs an ltbench data module (its channel mean/std undo the normalisation)")
         return dm.normalization(x.device)
 
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        x, y, _ = batch
-        if self._stage_index() == 0:
+    def stage_loss(self, x: torch.Tensor, y: torch.Tensor, clbc: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """One step's loss: CE (HCRL), or the CLBC sum with its parts; updates the head direction."""
+        if not clbc:
             feats = self.features(x)
             accumulate_direction(self.embed_mean, feats.detach(), self.mu)
-            loss = F.cross_entropy(self.head(feats), y)
-        else:
-            b = x.shape[0]
-            feats = self.features(torch.cat([x, self.fourier_view(x, y)]))
-            logits = self.head(feats)
-            accumulate_direction(self.embed_mean, feats[:b].detach(), self.mu)
-            w_ce, w_cf, w_align = self.loss_weights
-            ce, ce_cf = F.cross_entropy(logits[:b], y), F.cross_entropy(logits[b:], y)
-            align = F.mse_loss(feats[:b], feats[b:])
-            loss = w_ce * ce + w_cf * ce_cf + w_align * align
-            self.log_dict({"train/ce": ce, "train/ce_cf": ce_cf, "train/align": align})
-            if self.curriculum:
-                with torch.no_grad():
-                    self._cf_correct.index_add_(0, y, (logits[b:].argmax(-1) == y).float())
-                    self._cf_seen.index_add_(0, y, torch.ones_like(y, dtype=torch.float32))
+            return F.cross_entropy(self.head(feats), y), {}
+        b = x.shape[0]
+        feats = self.features(torch.cat([x, self.fourier_view(x, y)]))
+        logits = self.head(feats)
+        accumulate_direction(self.embed_mean, feats[:b].detach(), self.mu)
+        w_ce, w_cf, w_align = self.loss_weights
+        ce, ce_cf = F.cross_entropy(logits[:b], y), F.cross_entropy(logits[b:], y)
+        align = F.mse_loss(feats[:b], feats[b:])
+        if self.curriculum:
+            with torch.no_grad():
+                self._cf_correct.index_add_(0, y, (logits[b:].argmax(-1) == y).float())
+                self._cf_seen.index_add_(0, y, torch.ones_like(y, dtype=torch.float32))
+        return w_ce * ce + w_cf * ce_cf + w_align * align, {"train/ce": ce, "train/ce_cf": ce_cf, "train/align": align}
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y, _ = batch
+        loss, parts = self.stage_loss(x, y, clbc=self._stage_index() > 0)
+        if parts:
+            self.log_dict(parts)
         self._nonfinite |= ~torch.isfinite(loss.detach())
         self.log("train/loss", loss, prog_bar=True)
         return loss
