@@ -9,7 +9,7 @@ times ``TSCNet.stage_loss`` + backward + optimiser step on one fixed batch (medi
 images/s counts the B real images of a step.
 
     python benchmarks/tscnet_speed.py --config configs/tscnet_cifar100_lt_r100.yaml --synthetic-facts \\
-        --num-classes 100 --batch-size 64 --precision bf16 --device cuda --set model.init_args.pretrained=false
+        --num-classes 100 --image-size 224 --batch-size 64 --precision bf16 --device cuda --set model.init_args.pretrained=false
 """
 
 from __future__ import annotations
