@@ -8,9 +8,10 @@ import os
 import platform
 import subprocess
 import secrets
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 # a record's headline metrics in display order, with their names on boards and run tables
 METRIC_COLUMNS = {
@@ -61,22 +62,32 @@ def jsonable(obj: Any) -> Any:
     return str(obj)
 
 
-def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
-    """Write to a temporary file beside ``path`` and rename it over: readers never see half a file."""
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary path beside ``path``, renamed over it when the block ends without error.
+
+    Readers never see half a file; on error the temporary file is removed.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # os.open with 0o666 lets the umask decide the mode, as for every other run file (mkstemp forces 0600)
     tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(jsonable(data), f, indent=2, sort_keys=False)
-            f.write("\n")
+        yield Path(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
+
+
+def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
+    """Write JSON through ``atomic_path``."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "w") as f:
+            json.dump(jsonable(data), f, indent=2, sort_keys=False)
+            f.write("\n")
+    return Path(path)
 
 
 def metrics_table(metrics: dict[str, Any], task: str, title: str = "test") -> str:

@@ -157,6 +157,19 @@ def test_batches_normalise_on_device(root):
     assert y.shape == (16,) and idx.shape == (16,)
 
 
+def test_batches_resize_on_device_after_normalising(root):
+    """ViT recipes: 32 px crop and flip on the host, bilinear resize on the device; the record says so."""
+    dm = CIFAR100LT(root=str(root), batch_size=4, pin_memory=False, image_size=64)
+    dm.setup("fit")
+    batch = next(iter(dm.val_dataloader()))
+    x, _, _ = dm.on_after_batch_transfer(batch, 0)
+    small = CIFAR100LT(root=str(root), pin_memory=False).on_after_batch_transfer(batch, 0)[0]
+    assert x.shape == (4, 3, 64, 64)
+    assert torch.allclose(x, torch.nn.functional.interpolate(small, size=(64, 64), mode="bilinear", align_corners=False))
+    proto = dm.protocol()
+    assert proto["input_size"] == 64 and "32 -> 64" in proto["resize"]
+
+
 def test_files_are_read_once(root, monkeypatch):
     monkeypatch.setattr(cifar, "_SPLIT_CACHE", {})
     calls = []

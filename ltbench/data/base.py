@@ -286,7 +286,7 @@ class LTDataModule(L.LightningDataModule):
         return self._loader(self.dataset("test"), self.eval_batch_size, shuffle=False)
 
     # ---- on the device -------------------------------------------------------------------------
-    def _norm(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    def normalization(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """Channel mean/std on ``device``, made once per device rather than copied every batch."""
         cache = self.__dict__.setdefault("_norm_cache", {})
         if device not in cache:
@@ -301,7 +301,7 @@ class LTDataModule(L.LightningDataModule):
         x, y, idx = batch
         if x.dtype == torch.uint8:
             x = x.float().div_(255.0)
-        mean, std = self._norm(x.device)
+        mean, std = self.normalization(x.device)
         x = (x - mean) / std
         return x, y, idx
 

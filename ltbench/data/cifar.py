@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
@@ -90,6 +91,7 @@ class _CIFARLT(LTDataModule):
         imb_profile: Literal["exp", "step"] = "exp",
         subset_seed: int = 0,
         download: bool = False,
+        image_size: int = 32,
         **kwargs: Any,
     ) -> None:
         """
@@ -99,13 +101,24 @@ class _CIFARLT(LTDataModule):
             imb_profile: ``exp`` (LDAM/BBN default) or ``step`` (half the classes at n_max / rho).
             subset_seed: seed of the LDAM subsampling stream (0 in LDAM-DRW, BBN, LIFT).
             download: fetch and extract the official archive when files are missing or corrupt.
+            image_size: input size; other than 32, batches are resized bilinearly on the device after
+                the 32 px augmentation (crop, flip), as ViT recipes resize CIFAR to 224.
         """
         super().__init__(**kwargs)
+        self.image_size = image_size
         self.root = root
         self.imb_ratio = check_imb_ratio(imb_ratio)
         self.imb_profile = imb_profile
         self.subset_seed = subset_seed
         self.download = download
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Normalise, then resize to ``image_size``: bilinear resizing is linear and keeps constants, so
+        the order does not matter, and 32 px images cross to the device (49x less than 224 px)."""
+        x, y, idx = super().on_after_batch_transfer(batch, dataloader_idx)
+        if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
+            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
+        return x, y, idx
 
     # ---- files ---------------------------------------------------------------------------------
     def _path(self, name: str) -> str:
@@ -296,6 +309,7 @@ class _CIFARLT(LTDataModule):
             "train_split": f"{self.title} train ({'+'.join(self.train_files)}), LT subset",
             "val_split": "test",
             "test_split": f"{self.title} {'+'.join(self.test_files)} (the full balanced test set)",
+            **({"resize": f"bilinear 32 -> {self.image_size} on the device, after crop and flip"} if self.image_size != 32 else {}),
         }
 
 

@@ -13,8 +13,17 @@ from typing import Iterator, Literal, Optional, Sequence
 import numpy as np
 from torch.utils.data import DistributedSampler
 
-SamplerName = Literal["instance", "class_balanced", "square_root", "class_aware"]
-SAMPLERS: tuple[str, ...] = ("instance", "class_balanced", "square_root", "class_aware")
+SamplerName = Literal["instance", "class_balanced", "square_root", "class_aware", "effective_number"]
+SAMPLERS: tuple[str, ...] = ("instance", "class_balanced", "square_root", "class_aware", "effective_number")
+#: beta of the effective-number weights (Cui et al., CVPR'19), the value TSCNet's ``cb_resample`` uses
+EFFECTIVE_NUMBER_BETA = 0.9999
+
+
+def effective_number_weights(counts: np.ndarray, beta: float = EFFECTIVE_NUMBER_BETA) -> np.ndarray:
+    """Per-image weight of each class, (1 - beta) / (1 - beta^n_c); 0 for an empty class."""
+    counts = np.asarray(counts, dtype=np.float64)
+    with np.errstate(divide="ignore"):
+        return np.where(counts > 0, (1.0 - beta) / (1.0 - np.power(beta, counts)), 0.0)
 
 
 def class_index_lists(targets: np.ndarray, num_classes: int) -> list[np.ndarray]:
@@ -39,6 +48,8 @@ def draw_epoch(
 
     ``instance`` walks random permutations of the ``dataset_size`` images. ``class_aware`` takes
     ``samples_per_class`` consecutive images of each class it visits (DB-Loss uses 3).
+    ``effective_number`` draws images with replacement, each with its class's effective-number
+    weight, so class c is drawn with probability proportional to n_c (1 - beta) / (1 - beta^n_c).
     """
     counts = np.array([len(ix) for ix in class_indices])
     if mode == "instance":
@@ -50,8 +61,13 @@ def draw_epoch(
         raise ValueError("no class has a training image")
     flat = np.concatenate([class_indices[c] for c in present])
     starts = np.concatenate([[0], np.cumsum(counts[present])[:-1]])
-    if mode in ("class_balanced", "square_root"):
-        weights = np.ones(len(present)) if mode == "class_balanced" else np.sqrt(counts[present])
+    if mode in ("class_balanced", "square_root", "effective_number"):
+        if mode == "class_balanced":
+            weights = np.ones(len(present))
+        elif mode == "square_root":
+            weights = np.sqrt(counts[present])
+        else:
+            weights = counts[present] * effective_number_weights(counts[present])
         cls = rng.choice(len(present), size=num_samples, p=weights / weights.sum())
         offsets = (rng.random(num_samples) * counts[present][cls]).astype(np.int64)
         return flat[starts[cls] + offsets]

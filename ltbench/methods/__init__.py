@@ -15,14 +15,14 @@ from ltbench.methods.baselines import (
 from ltbench.methods.stages import Stage
 from ltbench.methods.tde import TDE
 from ltbench.methods.cprfl import CPRFL
+from ltbench.methods.clip_prompt import CoCoOp, CoOp, ZeroShotCLIP
+from ltbench.methods.cdc import CDC
 from ltbench.methods.seda import SeDA
+from ltbench.methods.tscnet import TSCNet
 
 __all__ = ["LTMethod", "Stage", "CrossEntropy", "LogitAdjustment", "BalancedSoftmax", "CosineClassifier", "CRT"]
 __all__ += ["BCE", "ASL", "Focal", "DBFocal"]
 __all__ += ["TDE"]
 __all__ += ["CPRFL"]
-from ltbench.methods.clip_prompt import CoCoOp, CoOp, ZeroShotCLIP
-from ltbench.methods.cdc import CDC
-
 __all__ += ["ZeroShotCLIP", "CoOp", "CoCoOp", "CDC"]
-__all__ += ["SeDA"]
+__all__ += ["SeDA", "TSCNet"]

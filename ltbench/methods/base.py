@@ -313,7 +313,8 @@ class LTMethod(L.LightningModule):
                 continue
             frozen = (stage.train is not None and not _under(name, stage.train)) or _under(name, self.freeze)
             if frozen or (self.norm_eval and isinstance(module, torch.nn.modules.batchnorm._BatchNorm)):
-                module.eval()
+                # per module, not recursive: a trained block inside a frozen parent stays in train mode
+                module.training = False
 
     def on_train_epoch_start(self) -> None:
         _seed_epoch(self.current_epoch, self.global_rank)

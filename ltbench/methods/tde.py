@@ -17,31 +17,13 @@ from __future__ import annotations
 from typing import Any, Literal, Optional
 
 import torch
-import torch.distributed as dist
-import torch.nn.functional as F
 from torchmetrics import MeanMetric
 
 from ltbench.methods.base import LTMethod
-from ltbench.models.heads import CausalNormHead, Norm, at_least_fp32
+from ltbench.models.heads import CausalNormHead, Norm, accumulate_direction, counterfactual_logits
 
 #: the official code's mu rule: mu = 1 - (1 - mu0) * min(MU_LR_SCALE * lr, 1), set at each epoch start
 MU_LR_SCALE = 50.0
-
-
-def counterfactual_logits(
-    head: CausalNormHead, feats: torch.Tensor, direction: torch.Tensor, alpha: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """TDE logits and the per-sample, per-head cos(x_k, d_k), (B, K).
-
-    Each head's normalised feature loses ``alpha * cos * d_hat``: the counterfactual input keeps
-    only the feature's component along the head direction. A zero direction (no training step
-    seen yet) normalises to zero and leaves the logits as they are.
-    """
-    with torch.autocast(feats.device.type, enabled=False):
-        x = head.split(at_least_fp32(feats))
-        d_hat = F.normalize(head.split(direction.to(x.dtype)), dim=-1)
-        cos = (F.normalize(x, dim=-1) * d_hat).sum(-1)
-        return head.logits(head.normalized_input(feats) - alpha * cos.unsqueeze(-1) * d_hat), cos
 
 
 class TDE(LTMethod):
@@ -93,17 +75,9 @@ class TDE(LTMethod):
             self.accumulate(feats.detach())
         return self.head(feats)
 
-    @torch.no_grad()
     def accumulate(self, feats: torch.Tensor) -> None:
-        """d <- mu * d + mean of the (global) batch's features, as the official un-normalised sum.
-
-        Under torch.distributed the per-rank sums and counts are all-reduced in one call, so every
-        rank adds the same global batch mean (uneven last batches included) without a host sync.
-        """
-        stats = torch.cat([feats.float().sum(0), torch.full((1,), feats.shape[0], dtype=torch.float32, device=feats.device)])
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            dist.all_reduce(stats)
-        self.embed_mean.mul_(self.mu).add_(stats[:-1] / stats[-1])
+        """d <- mu * d + the global batch mean (``accumulate_direction``)."""
+        accumulate_direction(self.embed_mean, feats, self.mu)
 
     def on_train_epoch_start(self) -> None:
         super().on_train_epoch_start()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
@@ -117,3 +118,32 @@ class CausalNormHead(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.in_features}, {self.num_classes}, num_heads={self.num_heads}, tau={self.tau}, gamma={self.gamma}, norm={self.norm}"
+
+
+def counterfactual_logits(
+    head: CausalNormHead, feats: torch.Tensor, direction: torch.Tensor, alpha: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """TDE logits (Tang et al., NeurIPS'20) and the per-sample, per-head cos(x_k, d_k), (B, K).
+
+    Each head's normalised feature loses ``alpha * cos * d_hat``: the counterfactual input keeps
+    only the feature's component along the head direction. A zero direction (no training step
+    seen yet) normalises to zero and leaves the logits as they are.
+    """
+    with torch.autocast(feats.device.type, enabled=False):
+        x = head.split(at_least_fp32(feats))
+        d_hat = F.normalize(head.split(direction.to(x.dtype)), dim=-1)
+        cos = (F.normalize(x, dim=-1) * d_hat).sum(-1)
+        return head.logits(head.normalized_input(feats) - alpha * cos.unsqueeze(-1) * d_hat), cos
+
+
+@torch.no_grad()
+def accumulate_direction(direction: torch.Tensor, feats: torch.Tensor, mu: float) -> None:
+    """d <- mu * d + mean of the (global) batch's features: TDE's un-normalised head direction.
+
+    Under torch.distributed the per-rank sums and counts are all-reduced in one call, so every
+    rank adds the same global batch mean (uneven last batches included) without a host sync.
+    """
+    stats = torch.cat([feats.float().sum(0), torch.full((1,), feats.shape[0], dtype=torch.float32, device=feats.device)])
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(stats)
+    direction.mul_(mu).add_(stats[:-1] / stats[-1])
