@@ -105,6 +105,11 @@ def test_every_method_is_registered():
     assert {"BCE", "ASL", "Focal", "DBFocal"} <= names
 
 
+#: what a method needs beyond the shared facts: TSCNet a ViT, SeDA a text tower (both tiny, random)
+OWN_FACTS = {
+    "TSCNet": dict(backbone="vit_tiny_patch16_224", backbone_kwargs=dict(img_size=8, patch_size=2, embed_dim=32, depth=2, num_heads=2), num_confounders=8, ccim_dim=16),
+    "SeDA": dict(text_model="ltbench-tiny-text", width=32),
+}
 METHOD_TASKS = [(cls, task) for cls in REGISTERED for task in cls.tasks]
 LABELS = torch.tensor([0, 1, 2, 3, 0, 0, 1, 3])
 LOG_PRIOR = np.log(np.array(COUNTS) / sum(COUNTS))
@@ -243,11 +248,45 @@ def _check_cdc(m, task, x, y, logits, loss):
     assert np.allclose(1 + e_fused / k, np.prod(1 + e_m / k, axis=0), rtol=1e-4)
 
 
+def _check_tscnet(m, task, x, y, logits, loss):
+    # causal-norm training logits stay inside (-tau, tau); f~ = f + sum_j a_j P(z_j) z_j with additive attention
+    assert logits.abs().max().item() < m.head.tau
+    m.eval()
+    with torch.no_grad():
+        m.dict_z.copy_(torch.randn_like(m.dict_z))
+        m.dict_prior.fill_(0.0)
+        f = m.features(x)  # P(z) = 0: CCIM adds nothing, only the patch-level tokens act
+        m.dict_prior.copy_(torch.rand_like(m.dict_prior))
+        f_tilde = m.features(x)
+    q, k = _np(m.ccim.query.weight), _np(m.ccim.key.weight)
+    w, z, prior = _np(m.ccim.score.weight)[0], _np(m.dict_z), _np(m.dict_prior)
+    e = np.tanh((_np(f) @ q.T)[:, None, :] + (z @ k.T)[None]) @ w
+    a = np.exp(e - e.max(1, keepdims=True))
+    a /= a.sum(1, keepdims=True)
+    assert np.allclose(_np(f_tilde), _np(f) + a @ (prior[:, None] * z), atol=1e-4)
+
+
+def _check_seda(m, task, x, y, logits, loss):
+    # the text target of a sample is its class's text feature (multi-label: the mean over its positives),
+    # and what the classifier reads beside v is generated from the image alone, deterministically
+    m.prepare_text()
+    labels = _np(m._labels(y))
+    text = _np(m.class_text())
+    assert np.allclose(_np(m.text_target(torch.as_tensor(labels, dtype=torch.float32))), labels @ text / np.maximum(labels.sum(1, keepdims=True), 1), atol=1e-5)
+    m.eval()
+    with torch.no_grad():
+        v_n = m.vnorm(m.backbone(x))
+        first = m.generate(v_n)
+        torch.manual_seed(123)
+        assert torch.equal(first, m.generate(v_n))
+
+
 OWN_MATHS = {
     "CrossEntropy": _check_ce, "BCE": _check_ce, "LogitAdjustment": _check_la, "BalancedSoftmax": _check_bs,
     "CosineClassifier": _check_cosine, "CRT": _check_crt, "ASL": _check_asl, "Focal": _check_focal,
     "DBFocal": _check_dbfocal, "TDE": _check_tde, "CPRFL": _check_cprfl,
     "ZeroShotCLIP": _check_zeroshot, "CoOp": _check_coop, "CoCoOp": _check_cocoop, "CDC": _check_cdc,
+    "TSCNet": _check_tscnet, "SeDA": _check_seda,
 }  # fmt: skip
 
 
@@ -256,12 +295,13 @@ def test_every_method_trains_one_step_and_predicts(cls, task):
     assert cls.__name__ in OWN_MATHS, f"add a check of {cls.__name__}'s own maths to OWN_MATHS"
     torch.manual_seed(0)
     clip = issubclass(cls, CLIPPromptMethod)  # frozen CLIP towers instead of a backbone: the tiny random one
-    facts = {**FACTS, "backbone": None, "clip_model": TINY_CLIP, "clip_pretrained": None} if clip else FACTS
+    facts = {**FACTS, "backbone": None, "clip_model": TINY_CLIP, "clip_pretrained": None} if clip else {**FACTS, **OWN_FACTS.get(cls.__name__, {})}
     m = cls(task=task, **facts)
     x = _x(8)
     y = LABELS if task == "multiclass" else F.one_hot(LABELS, 4).maximum(torch.eye(4)[[1, 1, 0, 0, 3, 2, 2, 0]].long())
     logits = m(x)
-    trained = [p for p in m.parameters() if p.requires_grad] if clip else list(m.head.parameters())
+    # the module that makes the first stage's training logits (SeDA's CE head before its diffusion stages)
+    trained = [p for p in m.parameters() if p.requires_grad] if clip else list(getattr(m, "pre_head", m.head).parameters())
     if trained:
         loss = m.training_loss(logits, y)
         assert loss.ndim == 0 and torch.isfinite(loss)
