@@ -216,10 +216,10 @@ class TSCNet(LTMethod):
         gen.manual_seed(int(state[0]) << 32 | int(state[1]))
         self._train_gen = gen
 
-    def _evaluate(self, metric: Any, batch: Any) -> None:
+    def _evaluate(self, metric: Any, batch: Any, *args: Any) -> None:
         self._eval_index = batch[2]
         try:
-            super()._evaluate(metric, batch)
+            super()._evaluate(metric, batch, *args)
         finally:
             self._eval_index = None
 
