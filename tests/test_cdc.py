@@ -395,3 +395,17 @@ def test_prompts_trained_on_some_classes_test_on_another_dataset(tmp_path):
     assert rec["dataset"] == "DigitsLT" and len(rec["per_class"]["class_names"]) == 10 and "acc" in rec["metrics"]
     trained = torch.load(ckpt, weights_only=True)["state_dict"]["contexts"]
     assert torch.equal(cli.model.contexts.detach(), trained)
+
+
+@pytest.mark.slow
+def test_cdc_resumed_after_its_first_epoch_ends_bit_identical(tmp_path):
+    """CDC draws its per-template views from the global generator inside every step: a resumed epoch
+    must make the same draws as the uninterrupted run (the base replays the loader's seed draw)."""
+    from ltbench.runner import run
+
+    cfg = ["--config", str(REPO / "configs" / "cdc_digits_lt.yaml"), "--trainer.max_epochs", "2", "--test_after_fit", "false",
+           "--trainer.enable_progress_bar", "false", "--trainer.check_val_every_n_epoch", "1"]  # fmt: skip
+    straight = run(["fit", *cfg, "--run_dir", str(tmp_path / "s")])
+    run(["fit", *cfg, "--run_dir", str(tmp_path / "r"), "--trainer.callbacks+=tests.helpers.StopAfterEpoch", "--trainer.callbacks.epoch", "0"])
+    resumed = run(["fit", *cfg, "--run_dir", str(tmp_path / "r"), "--ckpt_path", "last"])
+    assert torch.equal(straight.model.contexts, resumed.model.contexts)

@@ -87,6 +87,7 @@ class LTMethod(L.LightningModule):
         self.freeze = tuple(freeze or ())
         self.norm_eval = norm_eval
         self.plan: Optional[StagePlan] = None
+        self._resumed = False
         self.entered_stage = -1
         self.throughput: dict[str, float] = {}
         self.run_config: Optional[dict[str, Any]] = None
@@ -318,6 +319,9 @@ class LTMethod(L.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         _seed_epoch(self.current_epoch, self.global_rank)
+        if self._resumed:
+            self._resumed = False
+            _replay_loader_seed_draw(self.trainer.train_dataloader)
         plan = self.plan
         if plan is None:
             return
@@ -389,6 +393,7 @@ class LTMethod(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("ltbench", {})
+        self._resumed = True
         self.entered_stage = state.get("entered_stage", -1)
         self.throughput = state.get("throughput", {})
 
@@ -479,6 +484,20 @@ def _seed_epoch(epoch: int, rank: int) -> None:
     torch.manual_seed(int(state[0]) << 32 | int(state[1]))
     np.random.seed(int(state[0]))
     random.seed(int(state[1]))
+
+
+def _replay_loader_seed_draw(loader: Any) -> None:
+    """Draw what a DataLoader's iterator draws from the global generator (its workers' base seed).
+
+    In an ordinary epoch Lightning creates the loader's iterator after ``on_train_epoch_start``, so
+    that draw follows the epoch's re-seed; in the first epoch after a resume it creates it before.
+    Replaying the draw after the re-seed puts a resumed epoch's in-step draws (views, dropout) where
+    the uninterrupted run has them. A loader with its own generator, or none, draws nothing here.
+    """
+    from torch.utils.data import DataLoader
+
+    if isinstance(loader, DataLoader) and loader.generator is None:
+        torch.empty((), dtype=torch.int64).random_()
 
 
 def _global_seed() -> Optional[int]:
