@@ -38,7 +38,11 @@ def usage() -> str:
 
 
 def main(args: Optional[list[str]] = None) -> Any:
-    """Entry point of ``ltbench``: input errors end in one line, exit status 2."""
+    """Entry point of ``ltbench``: input errors end in one line, exit status 2.
+
+    Called with ``args`` (tests, scripts) it returns what the subcommand returns; from the shell
+    (``args`` None, the console script's ``sys.exit(main())``) it returns None, so success is status 0.
+    """
     argv = sys.argv[1:] if args is None else list(args)
     head = argv[0] if argv else None
     if head in (None, "-h", "--help"):
@@ -48,7 +52,8 @@ def main(args: Optional[list[str]] = None) -> Any:
         import importlib
 
         command = importlib.import_module(COMMANDS[head][0])
-        return _exit(exit_on_user_error(lambda: command.main(argv[1:]), f"ltbench {head}"))
+        result = _exit(exit_on_user_error(lambda: command.main(argv[1:]), f"ltbench {head}"))
+        return None if args is None else result
     if head not in LIGHTNING and not head.startswith("-"):
         print(usage(), file=sys.stderr)
         print(f"ltbench: error: unknown subcommand {head!r} (choose from {', '.join([*LIGHTNING, *COMMANDS])})", file=sys.stderr)
@@ -56,7 +61,8 @@ def main(args: Optional[list[str]] = None) -> Any:
     from ltbench.runner import run
 
     # None (not sys.argv's copy) when run from the shell: LightningCLI warns when given both
-    return exit_on_user_error(lambda: run(None if args is None else argv))
+    result = exit_on_user_error(lambda: run(None if args is None else argv))
+    return None if args is None else result
 
 
 def _exit(result: Any) -> Any:

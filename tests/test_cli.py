@@ -302,3 +302,18 @@ def test_sigterm_stops_a_suite_non_zero_saying_which_runs_are_done(tmp_path, cap
     assert re.fullmatch(r"ltbench leaderboard: suite s: fit stopped by SIGTERM after 1 completed epochs \(step 5\) of \S+la_digits_lt/seed0; 1 of 2 runs recorded \(ce_digits_lt seed 0\); run the same command again to resume", line), line
     assert "| ce_digits_lt |" in (tmp_path / "board" / "leaderboard.md").read_text()
     assert not (tmp_path / "runs" / "la_digits_lt" / "seed0" / "record.json").exists()
+
+
+def test_the_console_script_exits_zero_on_success(tmp_path):
+    """`ltbench fit` and `ltbench tde-alpha-sweep` as the installed script runs them (sys.exit(main())): status 0,
+    no object printed; in-process callers still get the subcommand's result."""
+    script = "import sys; from ltbench.cli import main; sys.argv[0] = 'ltbench'; sys.exit(main())"
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    tde = str(REPO / "configs" / "tde_digits_lt.yaml")
+    fit = [sys.executable, "-c", script, "fit", "--config", tde, "--run_dir", str(tmp_path), *QUIET, "--trainer.max_epochs", "1"]
+    proc = subprocess.run(fit, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "object at 0x" not in proc.stderr, proc.stderr[-2000:]
+    ckpt = next(tmp_path.rglob("last.ckpt"))
+    sweep = [sys.executable, "-c", script, "tde-alpha-sweep", "--config", tde, "--ckpt_path", str(ckpt), "--alphas", "0", "--run_dir", str(tmp_path / "a")]
+    proc = subprocess.run(sweep, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "{'alpha'" not in proc.stderr, proc.stderr[-2000:]
