@@ -38,6 +38,24 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def run_two_processes(worker, *args, results: int = 1, timeout: float = 120) -> list:
+    """Spawn ``worker(rank, 2, port, *args, queue)`` on ranks 0 and 1 (a gloo rendezvous on a free
+    port); the ``results`` items the workers put on the queue, once both exit cleanly."""
+    import torch.multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    port = free_port()
+    procs = [ctx.Process(target=worker, args=(r, 2, port, *args, out)) for r in range(2)]
+    for p in procs:
+        p.start()
+    got = [out.get(timeout=timeout) for _ in range(results)]
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    return got
+
+
 class StopAfterEpoch(L.Callback):
     """Ends fit after ``epoch`` as an interruption would, once the epoch's checkpoint is saved."""
 

@@ -1,16 +1,15 @@
 import math
 import os
-import socket
 
 import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from sklearn.metrics import average_precision_score, recall_score
 from torch.utils.data import DistributedSampler
 
 from ltbench.metrics import ShotGroupAccuracy, ShotGroupAveragePrecision, first_occurrence, group_means
+from tests.helpers import run_two_processes
 
 C = 7
 GROUPS = {"many": [True, True, False, False, False, False, False], "medium": [False, False, True, True, False, False, False], "few": [False] * 4 + [True] * 3}
@@ -98,12 +97,6 @@ def test_average_precision_matches_sklearn_with_ties():
     assert res["mAP_few"].item() == pytest.approx(np.nanmean(ref[4:]))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _ddp_worker(rank, world, port, kind, out):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
@@ -123,16 +116,7 @@ def _ddp_worker(rank, world, port, kind, out):
 
 @pytest.mark.parametrize("kind", ["single", "multi"])
 def test_two_process_gloo_equals_one_process(kind):
-    ctx = mp.get_context("spawn")
-    out = ctx.Queue()
-    port = _free_port()
-    procs = [ctx.Process(target=_ddp_worker, args=(r, 2, port, kind, out)) for r in range(2)]
-    for p in procs:
-        p.start()
-    got = out.get(timeout=120)
-    for p in procs:
-        p.join(timeout=60)
-        assert p.exitcode == 0
+    (got,) = run_two_processes(_ddp_worker, kind)
     scores, target = _random_single() if kind == "single" else _random_multi()
     assert len(target) % 2 == 1  # odd: the sampler really padded a duplicate
     single = ShotGroupAccuracy(C, GROUPS) if kind == "single" else ShotGroupAveragePrecision(C, GROUPS)

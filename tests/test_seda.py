@@ -14,7 +14,7 @@ from ltbench.methods.stages import StagePlan
 from ltbench.models.clip_text import TINY_TEXT
 from ltbench.models.feature_diffusion import NoiseSchedule, VectorDenoiser
 from ltbench.models.feature_stats import ClassCentres, FeatureNorm
-from tests.helpers import REPO, free_port, load_benchmark_script
+from tests.helpers import REPO, load_benchmark_script, run_two_processes
 
 COUNTS = [50, 20, 5, 1]
 FACTS = dict(backbone="tiny_cnn", in_chans=1, num_classes=4, train_class_counts=COUNTS, class_names=list("abcd"))
@@ -173,18 +173,7 @@ def _stats_worker(rank, world, port, out):
 
 @pytest.mark.slow
 def test_two_process_gloo_statistics_equal_the_global_batch():
-    import torch.multiprocessing as mp
-
-    ctx = mp.get_context("spawn")
-    out = ctx.Queue()
-    port = free_port()
-    procs = [ctx.Process(target=_stats_worker, args=(r, 2, port, out)) for r in range(2)]
-    for p in procs:
-        p.start()
-    got = dict((r[0], r[1:]) for r in (out.get(timeout=120), out.get(timeout=120)))
-    for p in procs:
-        p.join(timeout=60)
-        assert p.exitcode == 0
+    got = {r[0]: r[1:] for r in run_two_processes(_stats_worker, results=2)}
     assert got[0] == got[1]
     centres, norm = ClassCentres(4, 6, momentum=0.5).double(), FeatureNorm(6, "standardise").double()
     for (f0, l0), (f1, l1) in zip(_rank_batches(0), _rank_batches(1)):

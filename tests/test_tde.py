@@ -9,13 +9,12 @@ import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from ltbench.methods import TDE
 from ltbench.methods.tde import counterfactual_logits
 from ltbench.models.heads import CausalNormHead
-from tests.helpers import REPO, free_port
+from tests.helpers import REPO, run_two_processes
 
 COUNTS = [50, 20, 5, 1]
 FACTS = dict(backbone="tiny_cnn", in_chans=1, num_classes=4, train_class_counts=COUNTS, class_names=list("abcd"))
@@ -232,16 +231,7 @@ def _ddp_worker(rank, world, port, out):
 
 
 def test_two_process_gloo_keeps_the_buffer_equal_and_global():
-    ctx = mp.get_context("spawn")
-    out = ctx.Queue()
-    port = free_port()
-    procs = [ctx.Process(target=_ddp_worker, args=(r, 2, port, out)) for r in range(2)]
-    for p in procs:
-        p.start()
-    got = out.get(timeout=120)
-    for p in procs:
-        p.join(timeout=60)
-        assert p.exitcode == 0
+    (got,) = run_two_processes(_ddp_worker)
     rank0, rank1 = (torch.tensor(g) for g in got)
     assert torch.equal(rank0, rank1)
     single = _frozen_bn_model()
