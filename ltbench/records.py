@@ -81,6 +81,13 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def cache_root() -> Path:
+    """Where ltbench caches what it derives once (dictionaries, pretrained tiny towers):
+    ``$LTBENCH_CACHE``, else ``~/.cache/ltbench``."""
+    root = os.environ.get("LTBENCH_CACHE")
+    return Path(root).expanduser() if root else Path.home() / ".cache" / "ltbench"
+
+
 def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
     """Write JSON through ``atomic_path``."""
     with atomic_path(path) as tmp:

@@ -181,3 +181,11 @@ def test_two_process_ddp_through_the_device_cache_reports_what_the_loader_path_r
     one = json.loads(Path(one_cli.model.record_path).read_text())
     assert two["num_test_samples"] == one["num_test_samples"] == 500
     assert two["metrics"] == pytest.approx(one["metrics"], abs=1e-7)
+
+
+def test_device_batches_state_the_split_size_for_partial_test_records():
+    """The record's partial-test check reads the split size; a device-held split states it like len(dataset)."""
+    from ltbench.data.device_loader import DeviceBatches
+
+    batches = DeviceBatches(torch.zeros(10, 1, 8, 8, dtype=torch.uint8), torch.arange(10), batch_size=4, device="cpu")
+    assert batches.num_items == 10 and len(batches) == 3

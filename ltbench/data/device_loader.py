@@ -90,6 +90,11 @@ class DeviceBatches:
             idx = np.concatenate([np.arange(n), np.arange(total - n) % max(n, 1)])
             self._eval_indices = torch.from_numpy(idx[rank:total:num_replicas]).to(self.device)
 
+    @property
+    def num_items(self) -> int:
+        """Items in the split (what a DataLoader's ``len(dataset)`` says), whatever is scored."""
+        return len(self.targets)
+
     def _num_indices(self) -> int:
         if self._eval_indices is not None:
             return len(self._eval_indices)

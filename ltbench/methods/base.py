@@ -463,7 +463,7 @@ class LTMethod(L.LightningModule):
         loaders = self.trainer.test_dataloaders
         loaders = loaders if isinstance(loaders, (list, tuple)) else [loaders]
         try:
-            return sum(len(dl.dataset) for dl in loaders)
+            return sum(dl.num_items if hasattr(dl, "num_items") else len(dl.dataset) for dl in loaders)  # DeviceBatches or DataLoader
         except (AttributeError, TypeError):
             return None
 

@@ -157,8 +157,8 @@ class CDC(CLIPPromptMethod):
         if m < 2:
             return text.new_zeros(())
         sim = torch.einsum("mce,nce->mnc", text, text)
-        off = ~torch.eye(m, dtype=torch.bool, device=text.device)
-        return sim[off].mean()
+        off = 1.0 - torch.eye(m, dtype=sim.dtype, device=sim.device).unsqueeze(-1)  # a mask index would sync
+        return (sim * off).sum() / (m * (m - 1) * sim.shape[-1])
 
     def consistency_loss(self, text: torch.Tensor, image: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         t0 = self.t0_text()

@@ -250,7 +250,7 @@ class SeDA(LTMethod):
 
     def _final(self) -> bool:
         """Whether the last stage has started: before it, evaluation uses the CE head."""
-        return self.entered_stage >= len(self.stages()) - 1
+        return self.entered_stage >= (len(self.plan.stages) if self.plan is not None else len(self.stages())) - 1
 
     # ---- features --------------------------------------------------------------------------------
     def _labels(self, y: torch.Tensor) -> torch.Tensor:

@@ -27,15 +27,12 @@ import torch
 import torch.nn.functional as F
 
 from ltbench.models.clip_text import DIGITS_TAG
+from ltbench.records import atomic_path, cache_root
 CAPTION_TEMPLATES = (
     "a photo of a {}.", "a bad photo of a {}.", "a origami {}.", "itap of a {}.", "a drawing of a {}.",
     "a photo of the number {}.", "a blurry photo of a {}.", "{}.",
 )  # fmt: skip
 RECIPE = {"version": 1, "steps": 300, "batch": 128, "lr": 2e-3, "weight_decay": 0.1, "seed": 0, "augment": "aug1"}
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("LTBENCH_CACHE") or Path.home() / ".cache" / "ltbench")
 
 
 def _pretraining_images() -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
@@ -60,13 +57,11 @@ def digits_clip_checkpoint(model_name: str, recipe: Optional[dict] = None) -> Pa
         json.dumps({"model": model_name, "config": config.read_text() if config.is_file() else None, "recipe": recipe,
                     "templates": CAPTION_TEMPLATES, "data": indices_sha256(keep)}, sort_keys=True).encode()
     ).hexdigest()[:16]  # fmt: skip
-    path = cache_dir() / f"{model_name}-{DIGITS_TAG}-{key}.pt"
+    path = cache_root() / f"{model_name}-{DIGITS_TAG}-{key}.pt"
     if not path.is_file():
         state = _pretrain(model_name, x, y, recipe)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            torch.save(state, tmp)
     return path
 
 

@@ -22,13 +22,12 @@ from torch import nn
 
 from ltbench.errors import LTBenchError
 from ltbench.models.vit_driver import attention_maps, attention_rollout, embed, run_blocks
-from ltbench.records import atomic_path
+from ltbench.records import atomic_path, cache_root
 
 
 def default_cache_dir() -> Path:
     """``$LTBENCH_CACHE/tscnet``, else ``~/.cache/ltbench/tscnet``."""
-    root = os.environ.get("LTBENCH_CACHE")
-    return (Path(root).expanduser() if root else Path.home() / ".cache" / "ltbench") / "tscnet"
+    return cache_root() / "tscnet"
 
 
 def state_sha256(module: nn.Module) -> str:

@@ -59,10 +59,6 @@ def opinion_from_evidence(e: torch.Tensor) -> Opinion:
     return Opinion(e / strength.unsqueeze(-1), e.shape[-1] / strength)
 
 
-def opinion_from_alpha(alpha: torch.Tensor) -> Opinion:
-    return opinion_from_evidence(_wide(alpha) - 1.0)
-
-
 def combine(a: Opinion, b: Opinion, min_normaliser: float = 1e-6) -> Opinion:
     """Dempster's rule for two opinions; 1 - C is clamped to at least ``min_normaliser``."""
     b1, u1, b2, u2 = _wide(a.belief), _wide(a.uncertainty), _wide(b.belief), _wide(b.uncertainty)
@@ -81,4 +77,4 @@ def fuse(opinions: Opinion, min_normaliser: float = 1e-6) -> Opinion:
     return out
 
 
-__all__ = ["Opinion", "EvidenceFn", "evidence", "opinion_from_evidence", "opinion_from_alpha", "combine", "fuse"]
+__all__ = ["Opinion", "EvidenceFn", "evidence", "opinion_from_evidence", "combine", "fuse"]

@@ -63,6 +63,7 @@ class NoiseSchedule(nn.Module):
         self.prediction = prediction
         self.clip_sample = clip_sample
         self._samplers: dict[int, tuple[Any, list[int]]] = {}
+        self._starts: dict[tuple, torch.Tensor] = {}
         self.register_buffer("alphas_cumprod", self.ddpm.alphas_cumprod.clone().float(), persistent=False)
 
     def sample_timesteps(self, n: int, device: torch.device, generator: Optional[torch.Generator] = None) -> torch.Tensor:
@@ -103,12 +104,19 @@ class NoiseSchedule(nn.Module):
         sample's output a function of its own condition alone, whatever the batch it sits in.
         """
         sched, timesteps = self.sampler(steps)
-        gen = torch.Generator(device="cpu").manual_seed(seed)
-        x = torch.randn(shape[-1], generator=gen, dtype=torch.float32).to(device=device, dtype=dtype).expand(*shape).contiguous()
+        x = self._start(seed, shape[-1], torch.device(device), dtype).expand(*shape).contiguous()
         for t in timesteps:
             out = denoise(x, torch.full((shape[0],), t, device=device, dtype=torch.long))
             x = sched.step(out, t, x, eta=0.0).prev_sample
         return x
+
+    def _start(self, seed: int, dim: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """The seeded start vector, drawn on the CPU once per (seed, dim, device, dtype): no host-to-device copy per call."""
+        key = (seed, dim, device, dtype)
+        if key not in self._starts:
+            gen = torch.Generator(device="cpu").manual_seed(seed)
+            self._starts[key] = torch.randn(dim, generator=gen, dtype=torch.float32).to(device=device, dtype=dtype)
+        return self._starts[key]
 
     def sampler(self, steps: int) -> tuple[Any, list[int]]:
         """The DDIM scheduler for ``steps`` reverse steps and its timesteps as Python ints, made once:
