@@ -37,7 +37,6 @@ import resource
 import statistics
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Any, Optional
 
@@ -278,7 +277,6 @@ def main(argv: Optional[list[str]] = None) -> list[dict[str, Any]]:
     args, overrides = parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    warnings.filterwarnings("ignore", message="LightningCLI's args parameter")  # build() gets args, not sys.argv
     rows = [bench_one(config, args, overrides) for config in args.config]
     print(markdown(rows))
     notes = [f"overrides: {' '.join(overrides)}"] if overrides else []

@@ -299,6 +299,11 @@ def run(args: Optional[list[str]] = None, run: bool = True) -> LTBenchCLI:
 
 
 def build(args: list[str]) -> tuple[LTMethod, LTDataModule]:
-    """Model and data module of a config, facts linked, without training (benchmarks use it)."""
-    cli = run(args, run=False)
+    """Model and data module of a config, facts linked, without training (benchmarks use it).
+
+    Scripts pass their own arguments here, not ``sys.argv``: LightningCLI's warning about having both is moot.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+        cli = run(args, run=False)
     return cli.model, cli.datamodule

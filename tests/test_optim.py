@@ -63,3 +63,25 @@ def test_no_decay_groups_and_optimizers():
     assert [len(g["params"]) for g in opt.param_groups] == [1, 3]
     sgd = build_optimizer(net.named_parameters(), OptimizerConfig())
     assert isinstance(sgd, torch.optim.SGD) and sgd.param_groups[0]["momentum"] == 0.9
+
+
+def test_adam_family_runs_fused_and_matches_the_per_tensor_update():
+    """Fused by default for Adam/AdamW (one kernel, not a loop over tensors); the same update up to rounding."""
+    torch.manual_seed(0)
+    nets = [torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.Linear(7, 3)) for _ in range(2)]
+    nets[1].load_state_dict(nets[0].state_dict())
+    start = nets[0][0].weight.detach().clone()
+    cfgs = [OptimizerConfig(name="adamw", lr=1e-2, weight_decay=0.1), OptimizerConfig(name="adamw", lr=1e-2, weight_decay=0.1, fused=False)]
+    opts = [build_optimizer(n.named_parameters(), c) for n, c in zip(nets, cfgs)]
+    assert opts[0].param_groups[0]["fused"] is True and not opts[1].param_groups[0]["fused"]
+    x = torch.randn(16, 5)
+    for _ in range(5):
+        for net, opt in zip(nets, opts):
+            opt.zero_grad()
+            net(x).square().mean().backward()
+            opt.step()
+    for a, b in zip(nets[0].parameters(), nets[1].parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert (nets[0][0].weight - start).abs().max() > 1e-3
+    sgd = build_optimizer(nets[0].named_parameters(), OptimizerConfig())
+    assert not sgd.param_groups[0]["fused"]

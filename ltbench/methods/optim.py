@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Iterable, Literal
+from typing import Iterable, Literal, Optional
 
 import torch
 from torch import nn
@@ -17,7 +17,13 @@ from torch import nn
 
 @dataclass
 class OptimizerConfig:
-    """``no_decay_norm_bias`` puts biases and norm weights (1-D parameters) in a group without weight decay."""
+    """``no_decay_norm_bias`` puts biases and norm weights (1-D parameters) in a group without weight decay.
+
+    ``fused`` (None: on for Adam/AdamW on CPU and CUDA) runs the update as one kernel over all
+    parameters instead of a Python loop over tensors: same algorithm, different rounding. AdamW's
+    per-tensor CPU path took 14.5 ms a step on CPRFL's Digits parameters, fused 2.6 ms
+    (``benchmarks/optimizer_step.py``). SGD keeps PyTorch's default (foreach on CUDA).
+    """
 
     name: Literal["sgd", "adamw", "adam"] = "sgd"
     lr: float = 0.1
@@ -26,6 +32,7 @@ class OptimizerConfig:
     nesterov: bool = False
     betas: tuple[float, float] = (0.9, 0.999)
     no_decay_norm_bias: bool = False
+    fused: Optional[bool] = None
 
 
 @dataclass
@@ -99,12 +106,24 @@ def param_groups(named: Iterable[tuple[str, nn.Parameter]], cfg: OptimizerConfig
     ]
 
 
+FUSED_DEVICES = ("cpu", "cuda")
+
+
+def use_fused(params: list[nn.Parameter], cfg: OptimizerConfig) -> bool:
+    if cfg.fused is not None:
+        return cfg.fused
+    return cfg.name in ("adam", "adamw") and all(
+        p.device.type in FUSED_DEVICES and p.is_floating_point() for p in params
+    )
+
+
 def build_optimizer(named: Iterable[tuple[str, nn.Parameter]], cfg: OptimizerConfig) -> torch.optim.Optimizer:
     groups = param_groups(named, cfg)
+    fused = {"fused": True} if use_fused([p for g in groups for p in g["params"]], cfg) else {}
     if cfg.name == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, **fused)
     if cfg.name == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, **fused)
     if cfg.name == "adam":
-        return torch.optim.Adam(groups, lr=cfg.lr, betas=cfg.betas)
+        return torch.optim.Adam(groups, lr=cfg.lr, betas=cfg.betas, **fused)
     raise ValueError(f"unknown optimizer {cfg.name!r}")
