@@ -293,7 +293,7 @@ def test_local_checkpoint_loads_offline(tmp_path, layout):
         torch.jit.save(torch.jit.script(clip), str(path))
     enc = CLIPTextEncoder(NAMES, TINY_TEXT, pretrained=str(path))
     assert torch.equal(enc.text.text_projection, state["text_projection"])
-    assert torch.equal(enc.text.token_embedding.weight, state["token_embedding.weight"])
+    assert torch.equal(enc.text.token_embedding.weight, state["token_embedding.weight"][enc.text.token_embedding.ids])
     with torch.no_grad():
         expected = clip.encode_text(open_clip.get_tokenizer(TINY_TEXT)(enc.prompts))
     assert torch.allclose(enc.encode(), expected, atol=1e-5)
@@ -391,3 +391,31 @@ def test_cli_run_on_digits_ml_lt_beats_shuffled_scores(tmp_path):
     assert rec["method"] == "CPRFL" and rec["protocol"]["evaluated_weights"].startswith("EMA")
     assert rec["metrics"]["mAP"] == pytest.approx(ap, abs=1e-6)  # exact AP: the record holds the EMA model just evaluated here
     assert chance < 0.3 and ap > chance + 0.2, (ap, chance)
+
+
+def test_trainable_tower_keeps_only_the_prompt_rows_and_trains_exactly_as_the_full_vocabulary():
+    """The tower reads only its class sentences: keeping their embedding rows gives the same features,
+    and AdamW with weight decay moves those rows and every other weight as training the whole table does."""
+    torch.manual_seed(0)
+    enc = CLIPTextEncoder(NAMES, TINY_TEXT, trainable=True)
+    full = copy.deepcopy(enc)
+    full.text.token_embedding = torch.nn.Embedding(enc.text.token_embedding.num_embeddings, 64)
+    full.text.token_embedding.weight.data[enc.text.token_embedding.ids] = enc.text.token_embedding.weight.detach()
+    ids = enc.text.token_embedding.ids
+    assert len(ids) < 40 and enc.text.token_embedding.weight.shape == (len(ids), 64)
+    assert set(ids.tolist()) == set(enc._tokens.unique().tolist())
+    assert torch.equal(enc.encode(), full.encode())
+    opts = [torch.optim.AdamW(m.parameters(), lr=1e-2, weight_decay=0.1) for m in (enc, full)]
+    target = torch.randn(len(NAMES), enc.output_dim)
+    for _ in range(3):
+        for m, opt in zip((enc, full), opts):
+            opt.zero_grad()
+            F.mse_loss(m.encode(), target).backward()
+            opt.step()
+    assert torch.equal(enc.encode(), full.encode())
+    assert torch.equal(enc.text.token_embedding.weight, full.text.token_embedding.weight[ids])
+    # a full-vocabulary checkpoint of the tower (an older run, the released layout) loads by its rows
+    fresh = CLIPTextEncoder(NAMES, TINY_TEXT, trainable=True)
+    fresh.load_state_dict(full.state_dict())
+    assert torch.equal(fresh.encode(), full.encode())
+    assert CLIPTextEncoder(NAMES, TINY_TEXT, trainable=False).text.token_embedding.weight.shape[0] == 49408  # frozen: cached, untouched

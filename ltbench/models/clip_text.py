@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ltbench.errors import LTBenchError
+from ltbench.models.used_rows_embedding import UsedRowsEmbedding
 from ltbench.network import fetching
 
 CONFIG_DIR = Path(__file__).resolve().parent / "clip_configs"
@@ -180,7 +181,9 @@ class CLIPTextEncoder(nn.Module):
     kept out of the module's buffers: weight averaging (EMA) over buffers would turn the mask's -inf
     into NaN and round the integer tokens; they still follow ``.to()``. With a causal tower the
     context is cut after the longest sentence's EOT token, which leaves the EOT features unchanged
-    (no earlier position sees a later one) and saves most of the tower's compute.
+    (no earlier position sees a later one) and saves most of the tower's compute. A trainable tower's
+    token embedding keeps only the rows its sentences read (``UsedRowsEmbedding``: same outputs and
+    training, without the rest of the vocabulary in the optimiser, EMA and checkpoints).
     """
 
     cache: Optional[torch.Tensor]
@@ -203,6 +206,8 @@ class CLIPTextEncoder(nn.Module):
         tokens = get_tokenizer(model_name)(self.prompts)
         self._tokens, self._mask = self._shorten(tokens)
         self.trainable = trainable
+        if trainable and isinstance(getattr(self.text, "token_embedding", None), nn.Embedding):
+            self.text.token_embedding = UsedRowsEmbedding(self.text.token_embedding, self._tokens)
         self.register_buffer("cache", None, persistent=False)
         if not trainable:
             self.text.requires_grad_(False)
@@ -299,6 +304,7 @@ def describe(encoder: CLIPTextEncoder) -> dict[str, Any]:
     return {
         "text_model": encoder.model_name,
         "text_trainable": encoder.trainable,
+        "text_embedding_rows": int(encoder.text.token_embedding.weight.shape[0]) if hasattr(encoder.text, "token_embedding") else None,
         "text_dim": encoder.output_dim,
         "text_template_example": encoder.prompts[0] if encoder.prompts else None,
     }
