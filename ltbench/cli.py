@@ -60,9 +60,18 @@ def main(args: Optional[list[str]] = None) -> Any:
         sys.exit(2)
     from ltbench.runner import run
 
+    _settle(args)
     # None (not sys.argv's copy) when run from the shell: LightningCLI warns when given both
     result = exit_on_user_error(lambda: run(None if args is None else argv))
     return None if args is None else result
+
+
+def _settle(args: Optional[list[str]]) -> None:
+    """From the shell, the imports are done: keep their objects out of every later collection."""
+    if args is None:
+        from ltbench.lazy import freeze_imported_objects
+
+        freeze_imported_objects()
 
 
 def _exit(result: Any) -> Any:

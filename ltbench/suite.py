@@ -499,6 +499,14 @@ def run_one(args: list[str], threads: Optional[int] = None) -> Optional[str]:
         return user_error(e) or f"{type(e).__name__}: {e}"
 
 
+def _start_worker() -> None:
+    """A suite worker imports the runner once, then keeps those objects out of garbage collection."""
+    import ltbench.runner  # noqa: F401
+    from ltbench.lazy import freeze_imported_objects
+
+    freeze_imported_objects()
+
+
 def run_suite(
     suite: Suite, progress: Callable[[str], None] = print, shard: Optional[tuple[int, int]] = None, jobs: int = 1
 ) -> list[tuple[Entry, int, Optional[str]]]:
@@ -537,7 +545,8 @@ def run_suite(
 
                 cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
                 threads = max(1, cores // jobs)
-                with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+                spawn = multiprocessing.get_context("spawn")
+                with ProcessPoolExecutor(max_workers=jobs, mp_context=spawn, initializer=_start_worker) as pool:
                     futures = {pool.submit(run_one, suite.run_args(e, s), threads): (e, s) for e, s in todo}
                     try:
                         for future in as_completed(futures):

@@ -306,13 +306,21 @@ def test_sigterm_stops_a_suite_non_zero_saying_which_runs_are_done(tmp_path, cap
 
 def test_the_console_script_exits_zero_on_success(tmp_path):
     """`ltbench fit` and `ltbench tde-alpha-sweep` as the installed script runs them (sys.exit(main())): status 0,
-    no object printed; in-process callers still get the subcommand's result."""
-    script = "import sys; from ltbench.cli import main; sys.argv[0] = 'ltbench'; sys.exit(main())"
+    no object printed; in-process callers still get the subcommand's result. The script keeps its imports'
+    objects out of garbage collection (gc.freeze); an in-process caller's objects are left alone."""
+    script = ("import atexit, gc, sys; atexit.register(lambda: print('frozen objects', gc.get_freeze_count(), file=sys.stderr)); "
+              "from ltbench.cli import main; sys.argv[0] = 'ltbench'; sys.exit(main())")
     env = dict(os.environ, PYTHONPATH=str(REPO))
     tde = str(REPO / "configs" / "tde_digits_lt.yaml")
     fit = [sys.executable, "-c", script, "fit", "--config", tde, "--run_dir", str(tmp_path), *QUIET, "--trainer.max_epochs", "1"]
     proc = subprocess.run(fit, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and "object at 0x" not in proc.stderr, proc.stderr[-2000:]
+    assert int(re.search(r"frozen objects (\d+)", proc.stderr).group(1)) > 100_000
+    import gc
+
+    frozen = gc.get_freeze_count()
+    main(["fit", "--config", tde, "--run_dir", str(tmp_path / "in_process"), *QUIET, "--trainer.max_epochs", "1"])
+    assert gc.get_freeze_count() == frozen
     ckpt = next(tmp_path.rglob("last.ckpt"))
     sweep = [sys.executable, "-c", script, "tde-alpha-sweep", "--config", tde, "--ckpt_path", str(ckpt), "--alphas", "0", "--run_dir", str(tmp_path / "a")]
     proc = subprocess.run(sweep, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
