@@ -88,3 +88,16 @@ class SigtermAfterEpoch(L.Callback):
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if trainer.current_epoch == self.epoch and self.run_name in (None, Path(trainer.log_dir).parent.name):
             os.kill(os.getpid(), signal.SIGTERM)
+
+
+class StepSeedRecorder(CrossEntropy):
+    """Cross-entropy that notes each training step's (epoch, batch index, global step, generator seed)."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.step_seeds: list[tuple[int, int, int, int]] = []
+
+    def training_step(self, batch, batch_idx):
+        gen = self.step_generator(self.device)
+        self.step_seeds.append((self.current_epoch, batch_idx, self.global_step, gen.initial_seed()))
+        return super().training_step(batch, batch_idx)

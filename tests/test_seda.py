@@ -304,6 +304,27 @@ def test_a_run_resumed_mid_stage_2_finishes_bit_identical(tmp_path):
 
 
 @pytest.mark.slow
+def test_micro_batches_of_one_accumulated_step_draw_their_own_noise_and_timesteps(tmp_path, monkeypatch):
+    drawn = []
+    noise_of = SeDA._noise
+
+    def recording(self, x0):
+        noise, k = noise_of(self, x0)
+        drawn.append((self._stage_name(), self.global_step, noise, k))
+        return noise, k
+
+    monkeypatch.setattr(SeDA, "_noise", recording)
+    short = ["--model.init_args.pretrain_epochs", "1", "--model.init_args.learner_epochs", "1", "--model.init_args.translator_epochs", "1",
+             "--model.init_args.classifier_epochs", "1", "--trainer.max_epochs", "4", "--trainer.limit_train_batches", "4",
+             "--trainer.accumulate_grad_batches", "2", "--test_after_fit", "false"]  # fmt: skip
+    run(["fit", "--config", SEDA_DIGITS, *short, *QUIET, "--run_dir", str(tmp_path)])
+    assert [d[0] for d in drawn] == ["semantic_learner"] * 4 + ["semantic_translator"] * 4
+    for a, b in zip(drawn[::2], drawn[1::2]):  # the two micro-batches of one optimiser step
+        assert a[:2] == b[:2]
+        assert not torch.equal(a[2], b[2]) and not torch.equal(a[3], b[3])
+
+
+@pytest.mark.slow
 def test_the_checkpoint_tests_without_the_text_tower(tmp_path, monkeypatch):
     cli = run(["fit", "--config", SEDA_DIGITS, *SHORT, *QUIET, "--run_dir", str(tmp_path)])
     ckpt = Path(cli.trainer.checkpoint_callback.last_model_path)

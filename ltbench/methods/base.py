@@ -88,6 +88,7 @@ class LTMethod(L.LightningModule):
         self.norm_eval = norm_eval
         self.plan: Optional[StagePlan] = None
         self._resumed = False
+        self._step_gen: Optional[torch.Generator] = None
         self.entered_stage = -1
         self.throughput: dict[str, float] = {}
         self.run_config: Optional[dict[str, Any]] = None
@@ -148,7 +149,25 @@ class LTMethod(L.LightningModule):
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
+    def step_generator(self, device: torch.device) -> Optional[torch.Generator]:
+        """The current training step's own generator on ``device``; None outside a training step.
+
+        Seeded in ``on_train_batch_start`` from (seed, epoch, rank, batch index in the epoch), so a
+        method's in-step draws (TSCNet's tokens and partners, SeDA's noise and timesteps) depend
+        only on where the step is, not on what drew from the global stream before (in a resumed
+        epoch, the loader's seed draw; see ``_replay_loader_seed_draw``): a resumed run draws what
+        the uninterrupted one drew, and each micro-batch of an accumulated optimiser step draws
+        afresh. None on another device than the module's.
+        """
+        gen = self._step_gen
+        return gen if gen is not None and gen.device == torch.device(device) else None
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        """Seed this step's generator (``step_generator``); a method overriding this calls super()."""
+        self._step_gen = _step_generator(self.current_epoch, self.global_rank, batch_idx, self.device)
+
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self._step_gen = None
         if self._epoch_timer is not None:
             start, n = self._epoch_timer
             self._epoch_timer = (start, n + len(batch[0]))
@@ -484,6 +503,14 @@ def _seed_epoch(epoch: int, rank: int) -> None:
     torch.manual_seed(int(state[0]) << 32 | int(state[1]))
     np.random.seed(int(state[0]))
     random.seed(int(state[1]))
+
+
+def _step_generator(epoch: int, rank: int, batch_idx: int, device: torch.device) -> torch.Generator:
+    """A generator on ``device`` seeded from (seed, epoch, rank, batch index in the epoch)."""
+    state = np.random.SeedSequence([_global_seed() or 0, epoch, rank, batch_idx]).generate_state(2)
+    gen = torch.Generator(device=device)
+    gen.manual_seed(int(state[0]) << 32 | int(state[1]))
+    return gen
 
 
 def _replay_loader_seed_draw(loader: Any) -> None:

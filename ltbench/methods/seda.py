@@ -31,13 +31,12 @@ from __future__ import annotations
 
 from typing import Any, Literal, Optional, Union
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ltbench.errors import LTBenchError
-from ltbench.methods.base import LTMethod, _global_seed
+from ltbench.methods.base import LTMethod
 from ltbench.methods.stages import Stage
 from ltbench.models.clip_text import class_text_features, register_configs, resolve_templates
 from ltbench.models.feature_diffusion import Arch, NoiseSchedule, Prediction, VectorDenoiser, param_count
@@ -321,19 +320,13 @@ class SeDA(LTMethod):
             self.log_dict({f"train/{k}": v.detach() for k, v in parts.items()})
         return loss
 
-    def _step_generator(self, device: torch.device) -> torch.Generator:
-        """The step's noise and timesteps from (seed, global step, rank) alone.
-
-        Not the global generator: after a resume the first epoch's train-loader iterator is created
-        before ``on_train_epoch_start`` re-seeds, in other epochs after it (drawing its base seed from
-        the global generator), so global draws in a step would shift by one on resume.
-        """
-        state = np.random.SeedSequence([_global_seed() or 0, self.global_step, self.global_rank]).generate_state(2)
-        return torch.Generator(device=device).manual_seed(int(state[0]) << 32 | int(state[1]))
-
     def _noise(self, x0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Training noise and timesteps for x0."""
-        g = self._step_generator(x0.device)
+        """Training noise and timesteps for x0, from the step's generator (``step_generator``).
+
+        Per micro-batch under gradient accumulation; outside a training step (a direct call) the
+        global generator.
+        """
+        g = self.step_generator(x0.device)
         k = self.schedule.sample_timesteps(x0.shape[0], x0.device, g)
         return torch.randn(x0.shape, generator=g, device=x0.device, dtype=x0.dtype), k
 

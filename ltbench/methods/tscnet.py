@@ -23,7 +23,6 @@ import json
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -33,7 +32,7 @@ from torch import nn
 
 from ltbench.data.fourier import Box, amplitude_mix
 from ltbench.errors import LTBenchError
-from ltbench.methods.base import LTMethod, _global_seed
+from ltbench.methods.base import LTMethod
 from ltbench.methods.stages import Stage
 from ltbench.models.ccim import CCIM, Strategy
 from ltbench.models.confounders import (
@@ -171,7 +170,6 @@ class TSCNet(LTMethod):
         self.register_buffer("_cf_correct", torch.zeros(self.num_classes), persistent=False)
         self.register_buffer("_cf_seen", torch.zeros(self.num_classes), persistent=False)
         self.dictionary_info: dict[str, Any] = {}
-        self._train_gen: Optional[torch.Generator] = None
         self._eval_index: Optional[torch.Tensor] = None
 
     # ---- the network ---------------------------------------------------------------------------
@@ -192,29 +190,11 @@ class TSCNet(LTMethod):
         blocks = len(self.token_proj)
         if self.training:
             shape = (blocks, batch, self.num_tokens)
-            return torch.randint(self.num_confounders, shape, device=device, generator=self._step_generator(device))
+            return torch.randint(self.num_confounders, shape, device=device, generator=self.step_generator(device))
         index = self._eval_index
         if index is None or len(index) != batch:
             index = torch.arange(batch, device=device)
         return index_draws(index.to(device), blocks, self.num_tokens, self.num_confounders)
-
-    def _step_generator(self, device: torch.device) -> Optional[torch.Generator]:
-        """The training step's own generator (set in ``on_train_batch_start``); None outside a fit."""
-        gen = self._train_gen
-        return gen if gen is not None and gen.device == device else None
-
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        """Seed this step's draws from (seed, epoch, rank, step in epoch).
-
-        The base seeds the global stream at epoch start, but Lightning draws the loader's base seed
-        from it after that hook in an uninterrupted epoch and before it in a resumed one; a
-        generator of the step's own makes the dictionary tokens, partners and lambdas depend only
-        on where the step is, so a resumed run draws the same ones.
-        """
-        state = np.random.SeedSequence([_global_seed() or 0, self.current_epoch, self.global_rank, batch_idx]).generate_state(2)
-        gen = torch.Generator(device=self.device)
-        gen.manual_seed(int(state[0]) << 32 | int(state[1]))
-        self._train_gen = gen
 
     def _evaluate(self, metric: Any, batch: Any, *args: Any) -> None:
         self._eval_index = batch[2]
@@ -275,7 +255,7 @@ class TSCNet(LTMethod):
         term mixes as on the raw image; the partner is another sample of the (re-balanced) batch.
         """
         b = x.shape[0]
-        gen = self._step_generator(x.device)
+        gen = self.step_generator(x.device)
         partner = (torch.arange(b, device=x.device) + torch.randint(1, max(b, 2), (b,), device=x.device, generator=gen)) % b
         bound = torch.full((b,), self.fourier_max, device=x.device)
         if self.curriculum:
