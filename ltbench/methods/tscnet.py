@@ -25,13 +25,13 @@ from typing import Any, Literal, Optional
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from timm.layers import trunc_normal_
 from torch import nn
 
 from ltbench.data.fourier import Box, amplitude_mix
+from ltbench.distributed import all_reduce_sum
 from ltbench.errors import LTBenchError
 from ltbench.methods.base import LTMethod, _global_seed
 from ltbench.methods.stages import Stage
@@ -324,10 +324,7 @@ class TSCNet(LTMethod):
     def on_train_epoch_end(self) -> None:
         super().on_train_epoch_end()
         if self.curriculum and self._stage_index() > 0:
-            stats = torch.stack([self._cf_correct, self._cf_seen])
-            if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-                dist.all_reduce(stats)
-            correct, seen = stats
+            correct, seen = all_reduce_sum(torch.stack([self._cf_correct, self._cf_seen]))
             up = correct >= self.curriculum_accept * seen
             top = int(self.fourier_max / self.curriculum_step + 1e-9)
             step = torch.where(up, 1, -1) * (seen > 0)
