@@ -329,6 +329,21 @@ def test_few_shot_keeps_every_class_and_the_test_split():
     assert dm.protocol()["eval_protocol"] == "few_shot" and dm.protocol()["dataset"] == "DigitsLT"
 
 
+def test_a_protocol_names_its_dataset_from_its_own_attributes():
+    """A FewShot subclass's record says its own protocol; the base does not branch on subclass names."""
+    from ltbench.data import FewShot
+
+    class Transductive(FewShot):
+        protocol_name = "transductive"
+
+    class Renamed(BaseToNew):
+        protocol_name = "base_to_new_v2"
+
+    assert Transductive(DigitsLT(imb_ratio=1), shots=2, shot_seed=0).protocol()["dataset"] == "DigitsLT"
+    proto = Renamed(DigitsLT(imb_ratio=1), shots=2, shot_seed=0).protocol()
+    assert proto["eval_protocol"] == "base_to_new_v2" and proto["dataset"] == "DigitsLT base-to-new"
+
+
 def test_digits_pretrained_tower_is_cached_by_its_recipe(tmp_path, monkeypatch):
     """``ltbench-digits``: trained once from a seeded init on digits outside the test split, then loaded from the cache."""
     from ltbench.models import clip_digits
