@@ -37,6 +37,7 @@ from ltbench.methods.base import LTMethod, _global_seed
 from ltbench.methods.stages import Stage
 from ltbench.models.ccim import CCIM, Strategy
 from ltbench.models.confounders import (
+    TooFewVectors,
     background_features,
     check_dictionary,
     default_cache_dir,
@@ -360,7 +361,10 @@ class TSCNet(LTMethod):
     def obtain_dictionary(self) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
         k, d = self.num_confounders, self.backbone.num_features
         if self.dictionary_file:
-            z, prior = load_dictionary_file(self.dictionary_file, self.dictionary_prior_file, k, d)
+            try:
+                z, prior = load_dictionary_file(self.dictionary_file, self.dictionary_prior_file, k, d)
+            except LTBenchError as e:
+                raise LTBenchError(f"TSCNet: {e} (model.init_args.num_confounders={k}, backbone feature size {d})") from e
             return z, prior, {"source": "file", "path": str(self.dictionary_file), "prior_path": self.dictionary_prior_file}
         fields = self._dictionary_fields()
         key = dictionary_key(fields)
@@ -420,7 +424,13 @@ class TSCNet(LTMethod):
             torch.manual_seed(0)
             with self.trainer.precision_plugin.forward_context():
                 feats = background_features(self.backbone.model, batches(), self.bg_threshold)
-        z, prior = kmeans_dictionary(feats, self.num_confounders, seed=0)
+        try:
+            z, prior = kmeans_dictionary(feats, self.num_confounders, seed=0)
+        except TooFewVectors:
+            raise LTBenchError(
+                f"TSCNet: {len(feats)} training images have background patches, fewer than num_confounders={self.num_confounders}; "
+                "lower model.init_args.num_confounders or raise model.init_args.bg_threshold"
+            ) from None
         return z, prior, len(feats)
 
     # ---- checkpoint and record -----------------------------------------------------------------
