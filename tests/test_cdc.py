@@ -234,7 +234,20 @@ def test_checkpoints_hold_prompts_not_towers():
 def test_closed_set_methods_refuse_other_classes():
     ce = CrossEntropy(backbone="tiny_cnn", num_classes=5, class_names=NAMES, in_chans=1)
     ce.use_class_sets([NAMES])
-    with pytest.raises(LTBenchError, match="open-vocabulary"):
+    with pytest.raises(LTBenchError, match="open-vocabulary method: ZeroShotCLIP, CoOp, CoCoOp, CDC\\)"):
+        ce.use_class_sets([NAMES, ["five", "six"]])
+
+
+def test_the_advice_lists_the_registered_open_vocabulary_methods(monkeypatch):
+    import ltbench.methods as registry
+
+    class PromptSRC(CoOp):
+        pass
+
+    monkeypatch.setattr(registry, "PromptSRC", PromptSRC, raising=False)
+    monkeypatch.setattr(registry, "__all__", [*registry.__all__, "PromptSRC"])
+    ce = CrossEntropy(backbone="tiny_cnn", num_classes=5, class_names=NAMES, in_chans=1)
+    with pytest.raises(LTBenchError, match="method: ZeroShotCLIP, CoOp, CoCoOp, CDC, PromptSRC\\)"):
         ce.use_class_sets([NAMES, ["five", "six"]])
 
 
@@ -327,6 +340,21 @@ def test_few_shot_keeps_every_class_and_the_test_split():
     assert dm.class_names == [str(d) for d in range(10)] and dm.train_class_counts == [4] * 10
     assert not hasattr(dm, "test_class_sets") and len(dm.dataset("test")) == 500
     assert dm.protocol()["eval_protocol"] == "few_shot" and dm.protocol()["dataset"] == "DigitsLT"
+
+
+def test_a_protocol_names_its_dataset_from_its_own_attributes():
+    """A FewShot subclass's record says its own protocol; the base does not branch on subclass names."""
+    from ltbench.data import FewShot
+
+    class Transductive(FewShot):
+        protocol_name = "transductive"
+
+    class Renamed(BaseToNew):
+        protocol_name = "base_to_new_v2"
+
+    assert Transductive(DigitsLT(imb_ratio=1), shots=2, shot_seed=0).protocol()["dataset"] == "DigitsLT"
+    proto = Renamed(DigitsLT(imb_ratio=1), shots=2, shot_seed=0).protocol()
+    assert proto["eval_protocol"] == "base_to_new_v2" and proto["dataset"] == "DigitsLT base-to-new"
 
 
 def test_digits_pretrained_tower_is_cached_by_its_recipe(tmp_path, monkeypatch):

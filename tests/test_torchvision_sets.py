@@ -2,6 +2,7 @@
 real on-disk layouts, official vs drawn splits, CoOp's split JSON, one-line errors, and base-to-new over them."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import yaml
@@ -76,6 +77,29 @@ def test_every_paper_dataset_has_a_torchvision_class():
     import torchvision.datasets as tvd
 
     assert len(SPECS) == 10 and all(hasattr(tvd, name) for name in SPECS)
+
+
+class _NoDownload:
+    """A torchvision-like class without ``download`` and without a val split (as ImageNet)."""
+
+    def __init__(self, root, split):
+        self.targets = [0, 1, 1] if split == "train" else [1, 0]
+        self.classes = [("tench",), ("goldfish",)]
+
+    def __getitem__(self, i):
+        return torch.zeros(3, 4, 4, dtype=torch.uint8), self.targets[i]
+
+
+def test_what_sets_a_dataset_apart_is_its_spec_not_its_name(monkeypatch):
+    """A spec like ImageNet's under another name: no download argument, validation on the test split."""
+    import torchvision.datasets as tvd
+
+    monkeypatch.setattr(tvd, "FakeNet", _NoDownload, raising=False)
+    monkeypatch.setitem(SPECS, "FakeNet", replace(SPECS["ImageNet"]))
+    dm = TorchvisionSet("FakeNet", download=True)
+    assert dm.class_names == ["tench", "goldfish"] and dm.train_class_counts == [1, 2]
+    assert dm.split_targets("val").tolist() == dm.split_targets("test").tolist() == [1, 0]
+    assert dm.protocol()["split"] == "torchvision FakeNet: train; val = test = the official val set"
 
 
 def test_base_to_new_over_a_torchvision_set(tmp_path):

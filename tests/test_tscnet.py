@@ -329,7 +329,7 @@ def test_a_user_dictionary_file_is_loaded_and_a_bad_one_is_one_clear_error(tmp_p
     assert torch.equal(zz, z) and torch.equal(pp, prior)
     assert torch.allclose(load_dictionary_file(tmp_path / "z.npy", None, 8, 32)[1], torch.full((8,), 1 / 8))
     np.save(tmp_path / "bad.npy", np.zeros((5, 3), np.float32))
-    with pytest.raises(LTBenchError, match=r"bad\.npy: dictionary of shape \(5, 3\).*expected Z \(8, 32\)"):
+    with pytest.raises(LTBenchError, match=r"bad\.npy: dictionary of shape \(5, 3\).*expected Z \(8, 32\).*model\.init_args\.num_confounders=8"):
         _fit_ready(_model(dictionary=str(tmp_path / "bad.npy")), digits).on_fit_start()
     (tmp_path / "corrupt.pt").write_bytes(b"not a torch file")
     with pytest.raises(LTBenchError, match=r"corrupt\.pt.*expected Z \(8, 32\)"):
@@ -339,6 +339,20 @@ def test_a_user_dictionary_file_is_loaded_and_a_bad_one_is_one_clear_error(tmp_p
         load_dictionary_file(tmp_path / "nokey.pt", None, 8, 32)
     with pytest.raises(LTBenchError, match="missing.npy does not exist"):
         load_dictionary_file(tmp_path / "missing.npy", None, 8, 32)
+
+
+def test_too_few_background_images_names_tscnets_settings_not_the_model_module(tmp_path, digits, monkeypatch):
+    """The k-means builder knows no method's config keys; TSCNet's error names its own."""
+    import ltbench.methods.tscnet as tscnet
+
+    with pytest.raises(LTBenchError) as generic:
+        tscnet.kmeans_dictionary(torch.zeros(3, 32), 8)
+    assert "init_args" not in str(generic.value) and "num_confounders" not in str(generic.value)
+    monkeypatch.setattr(tscnet, "background_features", lambda model, batches, threshold: torch.zeros(3, 32))
+    m = _fit_ready(_model(cache_dir=str(tmp_path)), digits)
+    with pytest.raises(LTBenchError, match=r"3 training images have background patches, fewer than num_confounders=8; "
+                       r"lower model\.init_args\.num_confounders or raise model\.init_args\.bg_threshold"):
+        m.on_fit_start()
 
 
 def test_a_cnn_backbone_is_refused_in_one_line():

@@ -76,6 +76,8 @@ class FewShot(LTDataModule):
     """K shots per class of a wrapped single-label data module (``data``); its val and test splits as they are."""
 
     protocol_name: ClassVar[str] = "few_shot"
+    #: appended to the wrapped dataset's name in the record (a protocol that changes the test classes says so)
+    dataset_suffix: ClassVar[str] = ""
 
     def __init__(
         self,
@@ -149,7 +151,7 @@ class FewShot(LTDataModule):
         proto = super().protocol()
         proto.update(
             {
-                "dataset": inner["dataset"] if self.protocol_name == "few_shot" else f"{inner['dataset']} base-to-new",
+                "dataset": inner["dataset"] + self.dataset_suffix,
                 "eval_protocol": self.protocol_name,
                 "wrapped": inner,
                 "trained_classes": len(base),
@@ -167,6 +169,7 @@ class BaseToNew(FewShot):
     """CoOp's base-to-new protocol over a wrapped single-label data module (``data``)."""
 
     protocol_name: ClassVar[str] = "base_to_new"
+    dataset_suffix: ClassVar[str] = " base-to-new"
 
     @cached_property
     def _classes(self) -> tuple[np.ndarray, np.ndarray]:

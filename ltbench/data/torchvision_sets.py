@@ -45,13 +45,19 @@ Name = Literal["DTD", "EuroSAT", "Flowers102", "OxfordIIITPet", "Food101", "FGVC
 @dataclass(frozen=True)
 class Spec:
     """How torchvision lays a dataset out: its official split names (None: no split), the folder of its
-    images (CoOp's relative paths start there), and how to read labels and class names from an object."""
+    images (CoOp's relative paths start there), and how to read labels and class names from an object.
+
+    ``downloadable``: torchvision's class takes ``download`` (ImageNet's does not). ``val_is_test``:
+    without a val split, validate on the test split (CoOp's ImageNet) rather than on a draw from train.
+    """
 
     splits: Optional[dict[str, str]]
     image_dir: str
     labels: Callable[[Any], list[int]]
     classes: Callable[[Any], list[str]]
     kwargs: Callable[[str], dict[str, Any]] = lambda split: {"split": split}
+    downloadable: bool = True
+    val_is_test: bool = False
 
 
 def _attr(name: str) -> Callable[[Any], list[int]]:
@@ -68,7 +74,9 @@ SPECS: dict[str, Spec] = {
     "StanfordCars": Spec({"train": "train", "test": "test"}, "stanford_cars", lambda ds: [y for _, y in ds._samples], _attr("classes")),
     "Caltech101": Spec(None, "caltech101/101_ObjectCategories", _attr("y"), _attr("categories"), lambda split: {"target_type": "category"}),
     "SUN397": Spec(None, "SUN397", _attr("_labels"), _attr("classes"), lambda split: {}),
-    "ImageNet": Spec({"train": "train", "test": "val"}, "", _attr("targets"), lambda ds: [c[0] for c in ds.classes]),
+    "ImageNet": Spec(
+        {"train": "train", "test": "val"}, "", _attr("targets"), lambda ds: [c[0] for c in ds.classes], downloadable=False, val_is_test=True
+    ),
 }
 TRAIN_VAL_FRACTION = 0.2
 NO_SPLIT_FRACTIONS = (0.5, 0.2, 0.3)
@@ -140,9 +148,7 @@ class TorchvisionSet(LTDataModule):
 
         spec = SPECS[self.name]
         kwargs = spec.kwargs(split) if split is not None else spec.kwargs("")
-        if self.name == "ImageNet":
-            kwargs = {"split": split}
-        elif self.download:
+        if self.download and spec.downloadable:
             kwargs["download"] = True
         try:
             return getattr(tvd, self.name)(self.root, **kwargs)
@@ -171,9 +177,9 @@ class TorchvisionSet(LTDataModule):
         for k, ds in objs.items():
             t = np.asarray(spec.labels(ds))
             parts[k] = ([(ds, i) for i in range(len(t))], t)
-        if "val" not in parts and self.name == "ImageNet":
+        if "val" not in parts and spec.val_is_test:
             parts["val"] = parts["test"]
-            how = "torchvision ImageNet: train; val = test = the official val set"
+            how = f"torchvision {self.name}: train; val = test = the official {spec.splits['test']} set"
         elif "val" not in parts:
             items, t = parts["train"]
             tr, va = _stratified(t, (1 - TRAIN_VAL_FRACTION, TRAIN_VAL_FRACTION), rng)

@@ -124,7 +124,7 @@ class LTMethod(L.LightningModule):
         if any(list(names) != list(self.class_names) for names in class_sets):
             raise LTBenchError(
                 f"{type(self).__name__} scores only the classes it trained on, but the test data names other classes "
-                "(a base-to-new protocol needs an open-vocabulary method: ZeroShotCLIP, CoOp, CoCoOp, CDC)"
+                f"(a base-to-new protocol needs an open-vocabulary method: {', '.join(_open_vocabulary_methods())})"
             )
 
     def activate_class_set(self, index: int) -> None:
@@ -485,6 +485,14 @@ class LTMethod(L.LightningModule):
             return sum(dl.num_items if hasattr(dl, "num_items") else len(dl.dataset) for dl in loaders)  # DeviceBatches or DataLoader
         except (AttributeError, TypeError):
             return None
+
+
+def _open_vocabulary_methods() -> list[str]:
+    """The methods the package registers (``ltbench.methods``) that declare ``open_vocabulary``, so the
+    advice follows the registry instead of a list of names here."""
+    import ltbench.methods as registry
+
+    return [name for name in registry.__all__ if getattr(getattr(registry, name), "open_vocabulary", False)]
 
 
 def _under(name: str, prefixes: tuple[str, ...]) -> bool:

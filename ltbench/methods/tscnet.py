@@ -24,18 +24,19 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from timm.layers import trunc_normal_
 from torch import nn
 
 from ltbench.data.fourier import Box, amplitude_mix
+from ltbench.distributed import all_reduce_sum
 from ltbench.errors import LTBenchError
 from ltbench.methods.base import LTMethod
 from ltbench.methods.stages import Stage
 from ltbench.models.ccim import CCIM, Strategy
 from ltbench.models.confounders import (
+    TooFewVectors,
     background_features,
     check_dictionary,
     default_cache_dir,
@@ -304,10 +305,7 @@ class TSCNet(LTMethod):
     def on_train_epoch_end(self) -> None:
         super().on_train_epoch_end()
         if self.curriculum and self._stage_index() > 0:
-            stats = torch.stack([self._cf_correct, self._cf_seen])
-            if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-                dist.all_reduce(stats)
-            correct, seen = stats
+            correct, seen = all_reduce_sum(torch.stack([self._cf_correct, self._cf_seen]))
             up = correct >= self.curriculum_accept * seen
             top = int(self.fourier_max / self.curriculum_step + 1e-9)
             step = torch.where(up, 1, -1) * (seen > 0)
@@ -343,7 +341,10 @@ class TSCNet(LTMethod):
     def obtain_dictionary(self) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
         k, d = self.num_confounders, self.backbone.num_features
         if self.dictionary_file:
-            z, prior = load_dictionary_file(self.dictionary_file, self.dictionary_prior_file, k, d)
+            try:
+                z, prior = load_dictionary_file(self.dictionary_file, self.dictionary_prior_file, k, d)
+            except LTBenchError as e:
+                raise LTBenchError(f"TSCNet: {e} (model.init_args.num_confounders={k}, backbone feature size {d})") from e
             return z, prior, {"source": "file", "path": str(self.dictionary_file), "prior_path": self.dictionary_prior_file}
         fields = self._dictionary_fields()
         key = dictionary_key(fields)
@@ -403,7 +404,13 @@ class TSCNet(LTMethod):
             torch.manual_seed(0)
             with self.trainer.precision_plugin.forward_context():
                 feats = background_features(self.backbone.model, batches(), self.bg_threshold)
-        z, prior = kmeans_dictionary(feats, self.num_confounders, seed=0)
+        try:
+            z, prior = kmeans_dictionary(feats, self.num_confounders, seed=0)
+        except TooFewVectors:
+            raise LTBenchError(
+                f"TSCNet: {len(feats)} training images have background patches, fewer than num_confounders={self.num_confounders}; "
+                "lower model.init_args.num_confounders or raise model.init_args.bg_threshold"
+            ) from None
         return z, prior, len(feats)
 
     # ---- checkpoint and record -----------------------------------------------------------------

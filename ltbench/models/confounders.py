@@ -25,6 +25,10 @@ from ltbench.models.vit_driver import attention_maps, attention_rollout, embed, 
 from ltbench.records import atomic_path, cache_root
 
 
+class TooFewVectors(LTBenchError):
+    """Fewer vectors than dictionary rows; the caller knows which of its settings to change."""
+
+
 def default_cache_dir() -> Path:
     """``$LTBENCH_CACHE/tscnet``, else ``~/.cache/ltbench/tscnet``."""
     return cache_root() / "tscnet"
@@ -76,10 +80,7 @@ def kmeans_dictionary(features: torch.Tensor, k: int, seed: int = 0) -> tuple[to
     """Z = k-means centroids (scikit-learn, k-means++, seeded); P(z_k) = share of vectors in cluster k."""
     n = len(features)
     if n < k:
-        raise LTBenchError(
-            f"TSCNet: {n} training images have background patches, fewer than num_confounders={k}; "
-            "lower model.init_args.num_confounders or raise model.init_args.bg_threshold"
-        )
+        raise TooFewVectors(f"{n} vectors for a dictionary of {k} rows; k-means needs at least one vector per row")
     from sklearn.cluster import KMeans
 
     km = KMeans(n_clusters=k, n_init=1, random_state=seed).fit(features.double().numpy())
@@ -96,7 +97,7 @@ def check_dictionary(z: Any, prior: Any, k: int, d: int, source: str) -> tuple[t
     if tuple(z.shape) != (k, d) or tuple(prior.shape) != (k,):
         raise LTBenchError(
             f"{source}: dictionary of shape {tuple(z.shape)} with prior {tuple(prior.shape)}; expected Z ({k}, {d}) "
-            f"and P(z) ({k},) or ({k}, 1) (num_confounders={k}, feature size {d})"
+            f"and P(z) ({k},) or ({k}, 1)"
         )
     if not (z.is_floating_point() and prior.is_floating_point()) or not (torch.isfinite(z).all() and torch.isfinite(prior).all()):
         raise LTBenchError(f"{source}: dictionary and prior must be finite floating-point arrays")
@@ -107,7 +108,7 @@ def load_dictionary_file(path: Union[str, Path], prior_path: Optional[Union[str,
     """A user's dictionary: ``.pt`` holding {"Z", "prior"}, or ``.npy`` Z with an optional ``.npy`` prior (uniform if none)."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise LTBenchError(f"TSCNet dictionary file {path} does not exist; expected a .pt with Z ({k}, {d}) and prior ({k},), or a .npy Z")
+        raise LTBenchError(f"dictionary file {path} does not exist; expected a .pt with Z ({k}, {d}) and prior ({k},), or a .npy Z")
     try:
         if path.suffix == ".pt":
             data = torch.load(path, map_location="cpu", weights_only=True)
@@ -122,16 +123,16 @@ def load_dictionary_file(path: Union[str, Path], prior_path: Optional[Union[str,
                     prior = np.load(pp, allow_pickle=False)
                 except Exception as e:
                     first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-                    raise LTBenchError(f"cannot read TSCNet prior file {pp} ({first}); expected a .npy of shape ({k},) or ({k}, 1)") from e
+                    raise LTBenchError(f"cannot read prior file {pp} ({first}); expected a .npy of shape ({k},) or ({k}, 1)") from e
             else:
                 prior = np.full((len(z) if z.ndim else 0,), 1.0 / max(len(z) if z.ndim else 1, 1), dtype=np.float32)
         else:
-            raise LTBenchError(f"TSCNet dictionary file {path}: expected a .pt or .npy file")
+            raise LTBenchError(f"dictionary file {path}: expected a .pt or .npy file")
     except LTBenchError:
         raise
     except Exception as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise LTBenchError(f"cannot read TSCNet dictionary file {path} ({first}); expected Z ({k}, {d}) and prior ({k},)") from e
+        raise LTBenchError(f"cannot read dictionary file {path} ({first}); expected Z ({k}, {d}) and prior ({k},)") from e
     return check_dictionary(z, prior, k, d, str(path))
 
 
@@ -142,6 +143,7 @@ def save_dictionary(path: Path, z: torch.Tensor, prior: torch.Tensor, meta: dict
 
 
 __all__ = [
+    "TooFewVectors",
     "default_cache_dir",
     "state_sha256",
     "dictionary_key",

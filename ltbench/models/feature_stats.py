@@ -10,17 +10,12 @@ from __future__ import annotations
 from typing import Literal, Optional
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from ltbench.distributed import all_reduce_sum
+
 NormMode = Literal["l2", "standardise", "none"]
-
-
-def _all_reduce(t: torch.Tensor) -> torch.Tensor:
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(t)
-    return t
 
 
 class FeatureNorm(nn.Module):
@@ -48,7 +43,7 @@ class FeatureNorm(nn.Module):
         if self.mode != "standardise":
             return
         x = x.to(self.mean.dtype)
-        stats = _all_reduce(torch.cat([x.sum(0), x.pow(2).sum(0), x.new_full((1,), x.shape[0])]))
+        stats = all_reduce_sum(torch.cat([x.sum(0), x.pow(2).sum(0), x.new_full((1,), x.shape[0])]))
         d = x.shape[1]
         n_b = stats[-1]
         mean_b = stats[:d] / n_b
@@ -98,7 +93,7 @@ class ClassCentres(nn.Module):
     def update(self, feats: torch.Tensor, labels: torch.Tensor) -> None:
         feats, labels = feats.to(self.centres.dtype), labels.to(self.centres.dtype)
         c, d = self.centres.shape
-        stats = _all_reduce(torch.cat([labels.t() @ feats, labels.sum(0, keepdim=True).t()], 1))
+        stats = all_reduce_sum(torch.cat([labels.t() @ feats, labels.sum(0, keepdim=True).t()], 1))
         sums, n = stats[:, :d], stats[:, d]
         present = (n > 0).unsqueeze(1)
         batch_mean = sums / n.clamp_min(1.0).unsqueeze(1)

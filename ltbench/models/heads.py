@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+
+from ltbench.distributed import all_reduce_sum
 
 
 class CosineHead(nn.Module):
@@ -144,6 +145,5 @@ def accumulate_direction(direction: torch.Tensor, feats: torch.Tensor, mu: float
     rank adds the same global batch mean (uneven last batches included) without a host sync.
     """
     stats = torch.cat([feats.float().sum(0), torch.full((1,), feats.shape[0], dtype=torch.float32, device=feats.device)])
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(stats)
+    all_reduce_sum(stats)
     direction.mul_(mu).add_(stats[:-1] / stats[-1])
