@@ -20,9 +20,9 @@ class OptimizerConfig:
     """``no_decay_norm_bias`` puts biases and norm weights (1-D parameters) in a group without weight decay.
 
     ``fused`` (None: on for Adam/AdamW on CPU and CUDA) runs the update as one kernel over all
-    parameters instead of a Python loop over tensors: same algorithm, different rounding. AdamW's
-    per-tensor CPU path took 14.5 ms a step on CPRFL's Digits parameters, fused 2.6 ms
-    (``benchmarks/optimizer_step.py``). SGD keeps PyTorch's default (foreach on CUDA).
+    parameters instead of a Python loop over tensors: same algorithm, different rounding. On CPU,
+    AdamW's per-tensor path takes 2.5-8x as long (``benchmarks/optimizer_step.py``). SGD keeps
+    PyTorch's default (foreach on CUDA).
     """
 
     name: Literal["sgd", "adamw", "adam"] = "sgd"
