@@ -3,6 +3,9 @@
 The name defaults to ``<Method>-<Dataset>``; a W&B sweep point is named from its config and its
 parameters (``tde_digits_lt,alpha=0.5,lr=0.02``) the same way whether a suite runs it offline or a
 ``wandb agent`` runs it, so no two points share a directory.
+
+A directory holds a run once it has a record or a last checkpoint (``existing_run``); a fresh ``fit``
+there refuses, and a suite resumes an interrupted one.
 """
 
 from __future__ import annotations
@@ -12,6 +15,9 @@ from pathlib import Path
 from typing import Any, Mapping, Optional
 
 import yaml
+
+#: a run's record and its checkpoint folder, inside ``<run_dir>/<name>/<version>/``
+RECORD, CHECKPOINTS = "record.json", "checkpoints"
 
 #: set by ``wandb agent`` for each run it starts: the sweep and a YAML file of the point's parameters
 SWEEP_ID_ENV, SWEEP_PARAMS_ENV = "WANDB_SWEEP_ID", "WANDB_SWEEP_PARAM_PATH"
@@ -57,3 +63,21 @@ def default_name(model_class: str, data_class: str, configs: list[str]) -> str:
     if params and configs:
         return sweep_point_name(Path(configs[0]).stem, params)
     return f"{model_class.rsplit('.', 1)[-1]}-{data_class.rsplit('.', 1)[-1]}"
+
+
+def last_checkpoint(checkpoints: Path) -> Optional[Path]:
+    """The ``last*.ckpt`` that ``--ckpt_path last`` resumes from (Lightning takes the newest), if one
+    exists: a link whose target is gone does not count."""
+    found = [p for p in Path(checkpoints).glob("last*.ckpt") if p.exists()]
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
+def existing_run(run: Path, checkpoints: Optional[Path] = None) -> list[str]:
+    """What in ``run`` a fresh ``fit`` would overwrite (its record, its last checkpoint), relative to
+    ``run``; empty for a folder that an attempt left before its first checkpoint (config, logs)."""
+    run = Path(run)
+    checkpoints = Path(checkpoints) if checkpoints is not None else run / CHECKPOINTS
+    found = [RECORD] if (run / RECORD).is_file() else []
+    if (last := last_checkpoint(checkpoints)) is not None:
+        found.append(os.path.relpath(last, run))
+    return found

@@ -32,7 +32,7 @@ from ltbench.config_errors import ConfigParser, check_yaml_files
 from ltbench.data.base import LTDataModule
 from ltbench.errors import Interrupted, LTBenchError
 from ltbench.methods.base import LTMethod
-from ltbench.rundirs import default_name
+from ltbench.rundirs import CHECKPOINTS, RECORD, default_name, existing_run, last_checkpoint
 
 LINKS = {
     "task": "task",
@@ -105,8 +105,34 @@ class LTBenchCLI(LightningCLI):
         digest = hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()[:8]
         return where / f"{self.subcommand}-{Path(str(cfg.get('ckpt_path') or 'none')).stem}-{digest}"
 
+    def _checkpoint_dir(self) -> Path:
+        """Where this run's checkpoints go: ``checkpoint.dirpath``, else ``<run>/checkpoints``."""
+        dirpath = (self._sub().get("checkpoint") or {}).get("dirpath")
+        return Path(dirpath) if dirpath else self._run_location(own_folder=False) / CHECKPOINTS
+
+    def _refuse_existing_run(self) -> None:
+        """A fresh ``fit`` into a directory holding a run would retrain it, replace its record and leave
+        a second full checkpoint (``-v1``) beside the first; say so before any work instead."""
+        if self.subcommand != "fit" or self._sub().get("ckpt_path"):
+            return
+        where = self._run_location()
+        found = existing_run(where, self._checkpoint_dir())
+        if not found:
+            return
+        ckpt = [f for f in found if f != RECORD]
+        finished = RECORD in found or (self._checkpoint_dir() / WEIGHTS_FILE).is_file()
+        if finished:
+            what = f"a finished run ({', '.join(found)})"
+            todo = "give another --version (or --name, --run_dir) for a new run beside it" + (", --ckpt_path last to continue it" if ckpt else "")
+        else:
+            what = f"an interrupted run ({', '.join(ckpt)}, no {RECORD})"
+            todo = "resume it with --ckpt_path last, give another --version (or --name, --run_dir) for a new run beside it"
+        raise LTBenchError(f"fit: {where} already holds {what}; {todo}, or remove {where} to redo it")
+
     def before_instantiate_classes(self) -> None:
-        """A W&B logger without a ``save_dir`` keeps its files in the run directory, named after the run."""
+        """Refuse a fresh fit over an existing run. A W&B logger without a ``save_dir`` keeps its files
+        in the run directory, named after the run."""
+        self._refuse_existing_run()
         loggers = self._sub()["trainer"].get("logger")
         where = self._run_location()
         for lg in loggers if isinstance(loggers, list) else [loggers]:
@@ -154,8 +180,8 @@ class LTBenchCLI(LightningCLI):
         """Where a run stopped by SIGTERM stands and how to go on."""
         trainer = self.trainer
         where = self._run_location()
-        last = next(iter(sorted((self._run_location(own_folder=False) / "checkpoints").glob("last*.ckpt"))), None)
-        if subcommand == "fit" and last is not None and last.exists():
+        last = last_checkpoint(self._checkpoint_dir())
+        if subcommand == "fit" and last is not None:
             then = f"resume with the same command and --ckpt_path last (from {last})"
         elif subcommand == "fit":
             then = "no checkpoint was saved yet; run the same command again to start over"
@@ -168,8 +194,8 @@ class LTBenchCLI(LightningCLI):
         if self._sub().get("ckpt_path") != "last":
             return
         dirs = [Path(cb.dirpath) for cb in self.trainer.checkpoint_callbacks if cb.dirpath]
-        if not any(p.exists() for d in dirs for p in d.glob("last*.ckpt")):
-            where = dirs[0] if dirs else self._run_location(own_folder=False) / "checkpoints"
+        if not any(last_checkpoint(d) for d in dirs):
+            where = dirs[0] if dirs else self._checkpoint_dir()
             raise LTBenchError(
                 f"ckpt_path last: nothing to resume, {where} holds no last.ckpt (is --run_dir/--name/--version that "
                 "of the stopped run?); leave out --ckpt_path to start the run, or give a checkpoint file"

@@ -7,6 +7,8 @@ offline through the same runner.
 
 A run is skipped when its directory already holds a record whose resolved config equals the one the
 suite would run now, so an interrupted suite resumes where it stopped and a changed config reruns.
+A run interrupted after a checkpoint continues from it (``--ckpt_path last``); the directory of a run
+made with another config is moved aside (``seed0.replaced-1``) before the rerun, never overwritten.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import numpy as np
 import yaml
 
 from ltbench.errors import Interrupted, LTBenchError
-from ltbench.rundirs import sweep_point_name
+from ltbench.rundirs import existing_run, last_checkpoint, sweep_point_name
 
 RUNTIME_KEYS = ("run_dir", "name", "version", "test_after_fit", "checkpoint", "ckpt_path", "config", "optimizer", "lr_scheduler")
 #: LightningCLI warns when called in-process while sys.argv holds the suite command; that is intended here
@@ -438,6 +440,43 @@ def is_done(suite: Suite, entry: Entry | Path, seed: int, resolver: Optional[Res
     return _subset(fingerprint(config), fingerprint(record.get("config") or {}))
 
 
+def _saved_config(run: Path) -> Optional[dict[str, Any]]:
+    """The config a run's directory was made with: its record's, else the ``config.yaml`` every fit
+    writes before its first checkpoint (None if neither reads)."""
+    for name, read in (("record.json", json.loads), ("config.yaml", yaml.safe_load)):
+        try:
+            data = read((run / name).read_text())
+        except (OSError, ValueError, yaml.YAMLError, UnicodeDecodeError):
+            continue
+        config = data.get("config") if name == "record.json" and isinstance(data, dict) else data
+        if isinstance(config, dict):
+            return config
+    return None
+
+
+def start_args(suite: Suite, entry: Entry, seed: int, resolver: Resolver, progress: Callable[[str], None] = print) -> list[str]:
+    """The ``fit`` arguments of a run that is not done, from what its directory holds.
+
+    ``fit`` refuses a directory that holds a run, so: a last checkpoint made with the same config is
+    resumed (``--ckpt_path last``); a run made with another config (or one whose config is unreadable)
+    is moved aside, kept, and the run starts afresh; leftovers of an attempt before its first checkpoint
+    are no run and stay."""
+    args = suite.run_args(entry, seed)
+    run = suite.record_path(entry, seed).parent
+    if not existing_run(run):
+        return args
+    saved = _saved_config(run)
+    if last_checkpoint(run / "checkpoints") is not None and saved is not None and _subset(fingerprint(resolver(entry, seed)), fingerprint(saved)):
+        progress(f"run {entry.label} seed {seed}: resuming from {run / 'checkpoints'}")
+        return [*args, "--ckpt_path", "last"]
+    n = 1
+    while (aside := run.with_name(f"{run.name}.replaced-{n}")).exists():
+        n += 1
+    run.rename(aside)
+    progress(f"run {entry.label} seed {seed}: made with another config; moved to {aside}, running it afresh")
+    return args
+
+
 def parse_shard(text: Optional[str]) -> Optional[tuple[int, int]]:
     """``I/N`` (0-based I): this runner takes every N-th run starting at the I-th."""
     if text is None:
@@ -448,10 +487,12 @@ def parse_shard(text: Optional[str]) -> Optional[tuple[int, int]]:
     return int(m.group(1)), int(m.group(2))
 
 
-def plan(suite: Suite, shard: Optional[tuple[int, int]] = None) -> tuple[list[tuple[Entry, int]], list[tuple[Entry, int]]]:
+def plan(
+    suite: Suite, shard: Optional[tuple[int, int]] = None, resolver: Optional[Resolver] = None
+) -> tuple[list[tuple[Entry, int]], list[tuple[Entry, int]]]:
     """(this runner's runs, those of them still to run). Every config is parsed first, so a config
     that does not load fails before anything runs."""
-    resolver = Resolver(suite)
+    resolver = resolver or Resolver(suite)
     for e in suite.entries:
         resolver(e, suite.seeds[0])
     mine = [r for i, r in enumerate(suite.runs()) if shard is None or i % shard[1] == shard[0]]
@@ -519,7 +560,8 @@ def run_suite(
 
     # W&B pieces in a suite (or sweep commands) log locally unless the user asks for online
     os.environ.setdefault("WANDB_MODE", "offline")
-    mine, todo = plan(suite, shard)
+    resolver = Resolver(suite)
+    mine, todo = plan(suite, shard, resolver)
     share = f" (shard {shard[0]}/{shard[1]})" if shard else ""
     progress(f"suite {suite.name}{share}: {len(mine)} runs, {len(mine) - len(todo)} already recorded, {len(todo)} to run")
     results: list[tuple[Entry, int, Optional[str]]] = []
@@ -538,7 +580,7 @@ def run_suite(
                     if stop:  # SIGTERM between runs
                         raise Interrupted(f"stopped by SIGTERM before {entry.label} seed {seed}")
                     bar.set_postfix_str(f"{entry.label} seed {seed}")
-                    done(entry, seed, run_one(suite.run_args(entry, seed)))
+                    done(entry, seed, run_one(start_args(suite, entry, seed, resolver, progress)))
             else:
                 import multiprocessing
                 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -547,7 +589,7 @@ def run_suite(
                 threads = max(1, cores // jobs)
                 spawn = multiprocessing.get_context("spawn")
                 with ProcessPoolExecutor(max_workers=jobs, mp_context=spawn, initializer=_start_worker) as pool:
-                    futures = {pool.submit(run_one, suite.run_args(e, s), threads): (e, s) for e, s in todo}
+                    futures = {pool.submit(run_one, start_args(suite, e, s, resolver, progress), threads): (e, s) for e, s in todo}
                     try:
                         for future in as_completed(futures):
                             done(*futures[future], future.result())  # a worker's Interrupted is raised here

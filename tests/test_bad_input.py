@@ -116,6 +116,18 @@ def _broken_yaml_piece(tmp_path, monkeypatch):
     return _fit(tmp_path, config=str(top))
 
 
+def _run_there(tmp_path, monkeypatch, record: bool):
+    """A run directory as a finished (record) or interrupted (last checkpoint only) fit leaves it."""
+    run = tmp_path / "runs" / RUN
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.yaml").write_text("seed_everything: 0\n")
+    (run / "checkpoints" / "epoch=2-step=15.ckpt").write_bytes(b"full checkpoint")
+    (run / "checkpoints" / "last.ckpt").symlink_to("epoch=2-step=15.ckpt")
+    if record:
+        (run / "record.json").write_text("{}")
+    return _fit(tmp_path)
+
+
 NO_GPU = pytest.mark.skipif(torch.cuda.is_available(), reason="the machine has a GPU, so a GPU config is not bad input here")
 
 def row(name, setup, status, pattern, left=(), marks=()):
@@ -149,6 +161,12 @@ CASES = [
      r"CIFAR-10 file corrupt: .*batches\.meta has MD5 \w+, expected \w+; extract it again from cifar-10-python\.tar\.gz", []),
     row("ckpt_path-last-with-nothing-to-resume", lambda t, m: _fit(t, "--ckpt_path", "last"), 2,
      r"ckpt_path last: nothing to resume, \S+CrossEntropy-DigitsLT/seed0/checkpoints holds no last\.ckpt .*leave out --ckpt_path", []),
+    row("fit-over-a-finished-run", lambda t, m: _run_there(t, m, record=True), 2,
+     r"fit: \S+CrossEntropy-DigitsLT/seed0 already holds a finished run \(record\.json, checkpoints/last\.ckpt\); give another --version \(or --name, --run_dir\) for a new run beside it, --ckpt_path last to continue it, or remove \S+seed0 to redo it$",
+     [f"{RUN}/{f}" for f in ("config.yaml", "record.json", "checkpoints/epoch=2-step=15.ckpt", "checkpoints/last.ckpt")]),
+    row("fit-over-an-interrupted-run", lambda t, m: _run_there(t, m, record=False), 2,
+     r"fit: \S+CrossEntropy-DigitsLT/seed0 already holds an interrupted run \(checkpoints/last\.ckpt, no record\.json\); resume it with --ckpt_path last, give another --version .*, or remove \S+seed0 to redo it$",
+     [f"{RUN}/{f}" for f in ("config.yaml", "checkpoints/epoch=2-step=15.ckpt", "checkpoints/last.ckpt")]),
     row("yaml-syntax-error", _broken_yaml, 2,
      r"ltbench: error: \S+broken\.yaml:5:1: YAML syntax error: .*; expected a YAML mapping", []),
     row("yaml-syntax-error-in-a-piece", _broken_yaml_piece, 2,

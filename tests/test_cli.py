@@ -90,9 +90,37 @@ def test_interrupted_multi_stage_run_resumes_to_the_same_result(tmp_path, stop_e
     assert stopped.trainer.current_epoch == stop_epoch + 1 and stopped.model.entered_stage == stage
     assert not (tmp_path / "r" / "CRT-DigitsLT" / "seed0" / "record.json").exists()
     resumed = run(["fit", *crt, "--run_dir", str(tmp_path / "r"), *QUIET, "--ckpt_path", "last"])
+    ckpts = tmp_path / "r" / "CRT-DigitsLT" / "seed0" / "checkpoints"
+    full = [p.name for p in ckpts.iterdir() if not p.is_symlink() and p.name != "weights.ckpt"]
+    assert full == ["epoch=3-step=20.ckpt"] and sorted(p.name for p in ckpts.iterdir()) == [*full, "last.ckpt", "weights.ckpt"]
+    assert (ckpts / "last.ckpt").resolve() == ckpts / full[0]  # the resume left no second full checkpoint
     for k, v in straight.model.state_dict().items():
         assert torch.equal(v, resumed.model.state_dict()[k]), k
     assert _record(straight)["metrics"] == _record(resumed)["metrics"]
+
+
+def test_a_second_fit_into_a_run_directory_refuses_and_leaves_the_run(tmp_path, capsys):
+    """Without --ckpt_path, fit into a directory holding a run would retrain it and replace its record."""
+    first = _fit(tmp_path, "--trainer.max_epochs", "1")
+    run_dir = Path(first.trainer.log_dir)
+    before = {p.relative_to(run_dir): p.read_bytes() for p in sorted(run_dir.rglob("*")) if p.is_file()}
+    assert Path("record.json") in before and Path("checkpoints/last.ckpt") in before
+    with pytest.raises(SystemExit) as e:
+        main(["fit", "--config", CE_DIGITS, "--run_dir", str(tmp_path), *QUIET, "--trainer.max_epochs", "1"])
+    assert e.value.code == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line == (
+        f"ltbench: error: fit: {run_dir} already holds a finished run (record.json, checkpoints/last.ckpt); give another "
+        f"--version (or --name, --run_dir) for a new run beside it, --ckpt_path last to continue it, or remove {run_dir} to redo it"
+    )
+    assert {p.relative_to(run_dir): p.read_bytes() for p in sorted(run_dir.rglob("*")) if p.is_file()} == before
+    # what an attempt writes before its first checkpoint is no run: fit goes ahead there
+    early = tmp_path / "early"
+    leftovers = early / "CrossEntropy-DigitsLT" / "seed0"
+    leftovers.mkdir(parents=True)
+    for name in ("config.yaml", "metrics.csv", "hparams.yaml"):
+        (leftovers / name).write_text((run_dir / name).read_text())
+    assert Path(_fit(early, "--trainer.max_epochs", "1").model.record_path) == leftovers / "record.json"
 
 
 def test_nan_loss_is_one_clear_error(tmp_path):

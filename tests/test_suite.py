@@ -1,13 +1,15 @@
 """Suites: validation before running, resuming by record, shards, the default suite's coverage."""
 
+import csv
 import json
 
 import pytest
+import torch
 import yaml
 
 from ltbench.errors import LTBenchError
 from ltbench.commands.leaderboard import main as leaderboard_main
-from ltbench.suite import Resolver, Suite, is_done, parse_shard, plan, resolved_config
+from ltbench.suite import Resolver, Suite, is_done, parse_shard, plan, resolved_config, start_args
 from tests.helpers import REPO
 
 CE = REPO / "configs" / "ce_digits_lt.yaml"
@@ -76,6 +78,44 @@ def test_a_run_is_done_when_its_record_holds_the_same_resolved_config(tmp_path):
     assert not is_done(suite, entry, 0)
 
 
+def _attempt(suite, entry, seed, config=None, record=False):
+    """A run directory as an attempt left it: config.yaml, a last checkpoint, a record if it finished."""
+    run = suite.record_path(entry, seed).parent
+    (run / "checkpoints").mkdir(parents=True, exist_ok=True)
+    (run / "config.yaml").write_text(yaml.safe_dump(config if config is not None else resolved_config(suite.run_args(entry, seed))))
+    (run / "checkpoints" / "epoch=0-step=5.ckpt").write_bytes(b"full")
+    (run / "checkpoints" / "last.ckpt").symlink_to("epoch=0-step=5.ckpt")
+    if record:
+        _fake_record(suite, entry, seed, config=config if config is not None else resolved_config(suite.run_args(entry, seed)))
+    return run
+
+
+def test_a_run_not_done_resumes_its_checkpoint_or_moves_a_run_of_another_config_aside(tmp_path):
+    """fit refuses a directory holding a run, so the suite decides: resume it, or keep it aside and start afresh."""
+    suite = Suite.load(_suite_file(tmp_path, [CE], overrides=["--trainer.max_epochs", "2"]))
+    entry, resolver, said = suite.entries[0], Resolver(suite), []
+    plain = suite.run_args(entry, 0)
+    assert start_args(suite, entry, 0, resolver, said.append) == plain  # nothing there yet
+    run = _attempt(suite, entry, 0)  # interrupted after a checkpoint, same config
+    assert start_args(suite, entry, 0, resolver, said.append) == [*plain, "--ckpt_path", "last"]
+    assert run.is_dir() and said[-1] == f"run ce_digits_lt seed 0: resuming from {run / 'checkpoints'}"
+    (run / "checkpoints" / "last.ckpt").unlink()
+    (run / "checkpoints" / "epoch=0-step=5.ckpt").unlink()  # leftovers from before the first checkpoint: no run
+    assert start_args(suite, entry, 0, resolver, said.append) == plain and run.is_dir()
+    # made with another protocol (2 epochs -> 3): kept beside, never resumed or overwritten
+    changed = Suite.load(_suite_file(tmp_path, [CE], overrides=["--trainer.max_epochs", "3"]))
+    (run / "config.yaml").unlink()
+    _attempt(suite, entry, 0, record=True)
+    assert not is_done(changed, changed.entries[0], 0)
+    assert start_args(changed, changed.entries[0], 0, Resolver(changed), said.append) == changed.run_args(changed.entries[0], 0)
+    aside = run.with_name("seed0.replaced-1")
+    assert not run.exists() and (aside / "record.json").is_file() and (aside / "checkpoints" / "last.ckpt").exists()
+    assert said[-1] == f"run ce_digits_lt seed 0: made with another config; moved to {aside}, running it afresh"
+    _attempt(suite, entry, 0, config={"trainer": {"max_epochs": 7}})  # an interrupted run of another config
+    start_args(changed, changed.entries[0], 0, Resolver(changed), said.append)
+    assert not run.exists() and (run.with_name("seed0.replaced-2") / "checkpoints" / "last.ckpt").exists()
+
+
 def test_shards_split_the_runs_between_machines(tmp_path):
     assert parse_shard("1/3") == (1, 3) and parse_shard(None) is None
     for bad in ("3/3", "x", "1/0", "-1/2"):
@@ -124,6 +164,36 @@ def test_suite_runs_missing_runs_once_resumes_and_renders(tmp_path, capsys):
     path = _suite_file(tmp_path, [CE], overrides=["--trainer.max_epochs", "1"])
     assert leaderboard_main([str(path), "--render-only"]) == 0
     assert not is_done(Suite.load(path), CE, 0)
+
+
+@pytest.mark.slow
+def test_an_interrupted_suite_resumes_its_run_from_the_last_checkpoint(tmp_path, capsys):
+    """SIGTERM after epoch 2 of 3 (checkpointed every epoch): the rerun trains only epoch 3, from the
+    checkpoint, keeps one full checkpoint, and ends with the weights of an uninterrupted run."""
+    common = ["--trainer.max_epochs=3", "--trainer.check_val_every_n_epoch=1", "--trainer.callbacks+=tests.helpers.SigtermAfterEpoch", "--trainer.callbacks.epoch=1"]
+    stopped = _suite_file(tmp_path / "r", [CE], seeds=[0], overrides=[*common, "--trainer.callbacks.run_name=ce_digits_lt"])
+    straight = _suite_file(tmp_path / "s", [CE], seeds=[0], overrides=[*common, "--trainer.callbacks.run_name=nobody"])
+    with pytest.raises(SystemExit) as e:
+        leaderboard_main([str(stopped)])
+    assert e.value.code == 143
+    run = tmp_path / "r" / "runs" / "ce_digits_lt" / "seed0"
+    ckpts = run / "checkpoints"
+    assert not (run / "record.json").exists() and (ckpts / "last.ckpt").resolve().name == "epoch=1-step=10.ckpt"
+    capsys.readouterr()
+    assert leaderboard_main([str(stopped)]) == 0
+    assert f"run ce_digits_lt seed 0: resuming from {ckpts}" in capsys.readouterr().out
+    with open(run / "metrics.csv", newline="") as f:
+        trained = {int(row["epoch"]) for row in csv.DictReader(f) if row.get("train/loss")}
+    assert trained == {2}  # a restart would have trained epochs 0 and 1 again
+    assert sorted(p.name for p in ckpts.iterdir()) == ["epoch=2-step=15.ckpt", "last.ckpt", "weights.ckpt"]
+    assert (ckpts / "last.ckpt").is_symlink() and (ckpts / "last.ckpt").resolve() == ckpts / "epoch=2-step=15.ckpt"
+    assert leaderboard_main([str(straight)]) == 0
+    other = tmp_path / "s" / "runs" / "ce_digits_lt" / "seed0"
+    a = torch.load(ckpts / "weights.ckpt", weights_only=True)["state_dict"]
+    b = torch.load(other / "checkpoints" / "weights.ckpt", weights_only=True)["state_dict"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    records = [json.loads((d / "record.json").read_text()) for d in (run, other)]
+    assert records[0]["metrics"] == records[1]["metrics"]
 
 
 def test_a_failing_run_does_not_stop_the_others_and_the_command_exits_1(tmp_path, monkeypatch, capsys):

@@ -1,5 +1,5 @@
 """The W&B logger piece: offline by default, no model upload, usable with any run by one --config,
-and a second run in the same directory neither crashes nor moves the run's files."""
+and a second run in the same directory (a resume) neither crashes nor moves the run's files."""
 
 from pathlib import Path
 
@@ -40,7 +40,8 @@ def test_two_runs_in_one_directory_keep_their_files_in_the_run_directory(tmp_pat
     save_dir = tmp_path / "wandb_logs"
     args = ["fit", "--config", CE_DIGITS, "--config", WANDB, *QUIET, "--run_dir", str(tmp_path / "runs"), "--trainer.logger.init_args.save_dir", str(save_dir)]
     clis = []
-    for extra in ([], [], ["--seed_everything", "1"]):  # the second run repeats the first in the same directory
+    # the second run is the first's resumed in its directory (fit refuses a fresh run over a finished one)
+    for extra in ([], ["--ckpt_path", "last"], ["--seed_everything", "1"]):
         cli = run([*args, *extra])
         wandb.finish()
         clis.append(cli)
