@@ -163,6 +163,11 @@ class LTBenchCLI(LightningCLI):
         for cb in trainer.checkpoint_callbacks:
             if cb.dirpath is None:
                 cb.dirpath = str(checkpoints)
+            if cb.monitor is None and getattr(cb, "_save_on_train_epoch_end", False) is None:
+                # the latest-epoch checkpoint follows training, not the validation cadence (Lightning's
+                # default saves after validation only, so check_val_every_n_epoch 5 would resume up to 4
+                # epochs back); a monitored checkpoint keeps saving after the validation it ranks by
+                cb._save_on_train_epoch_end = True
         return trainer
 
     def _run_subcommand(self, subcommand: str) -> None:
