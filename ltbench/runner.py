@@ -22,7 +22,6 @@ import yaml
 from jsonargparse import Namespace
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
-from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 import ltbench.data  # noqa: F401  (registers data modules)
@@ -32,6 +31,7 @@ from ltbench.config_errors import ConfigParser, check_yaml_files
 from ltbench.data.base import LTDataModule
 from ltbench.errors import Interrupted, LTBenchError
 from ltbench.methods.base import LTMethod
+from ltbench.run_log import KeepFinishedEpochs, RunCSVLogger
 from ltbench.rundirs import CHECKPOINTS, RECORD, default_name, existing_run, last_checkpoint
 
 LINKS = {
@@ -158,7 +158,11 @@ class LTBenchCLI(LightningCLI):
             # trainer.log_dir, where config.yaml and record.json go, is always the run directory: never a
             # logger's shared save_dir, where a second run would overwrite the first's files.
             added = [] if user_logger in (None, True) else list(trainer.loggers)
-            trainer.loggers = [CSVLogger(save_dir=where.parent.parent, name=where.parent.name, version=where.name), *added]
+            resume = self.subcommand == "fit" and bool(cfg.get("ckpt_path"))
+            log = RunCSVLogger(save_dir=where.parent.parent, name=where.parent.name, version=where.name, resume=resume)
+            trainer.loggers = [log, *added]
+            if resume:
+                trainer.callbacks.append(KeepFinishedEpochs(log))
         checkpoints = self._run_location(own_folder=False) / "checkpoints"
         for cb in trainer.checkpoint_callbacks:
             if cb.dirpath is None:

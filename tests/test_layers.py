@@ -19,7 +19,7 @@ LAYERS = [
     ["ltbench.cli", "ltbench.commands"],
     ["ltbench.leaderboard"],
     ["ltbench.suite"],
-    ["ltbench.runner", "ltbench.config_errors"],
+    ["ltbench.runner", "ltbench.config_errors", "ltbench.run_log"],
     ["ltbench.methods"],
     ["ltbench.data", "ltbench.models"],
     ["ltbench.losses", "ltbench.metrics", "ltbench.records", "ltbench.references", "ltbench.errors", "ltbench.lazy",

@@ -179,12 +179,21 @@ def test_an_interrupted_suite_resumes_its_run_from_the_last_checkpoint(tmp_path,
     run = tmp_path / "r" / "runs" / "ce_digits_lt" / "seed0"
     ckpts = run / "checkpoints"
     assert not (run / "record.json").exists() and (ckpts / "last.ckpt").resolve().name == "epoch=1-step=10.ckpt"
+    # mark the finished epochs' rows: a resume keeps them (the log stays whole), a restart would write them anew
+    with open(run / "metrics.csv", newline="") as f:
+        reader = csv.DictReader(f)
+        header, rows = reader.fieldnames, [dict(r, **{"train/loss": "-1"}) if r.get("train/loss") else r for r in reader]
+    with open(run / "metrics.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=header)
+        writer.writeheader()
+        writer.writerows(rows)
     capsys.readouterr()
     assert leaderboard_main([str(stopped)]) == 0
     assert f"run ce_digits_lt seed 0: resuming from {ckpts}" in capsys.readouterr().out
     with open(run / "metrics.csv", newline="") as f:
-        trained = {int(row["epoch"]) for row in csv.DictReader(f) if row.get("train/loss")}
-    assert trained == {2}  # a restart would have trained epochs 0 and 1 again
+        losses = [(int(row["epoch"]), row["train/loss"]) for row in csv.DictReader(f) if row.get("train/loss")]
+    assert {e for e, _ in losses} == {0, 1, 2}
+    assert all((loss == "-1") == (e < 2) for e, loss in losses)  # epochs 0-1 kept from before, only epoch 2 trained now
     assert sorted(p.name for p in ckpts.iterdir()) == ["epoch=2-step=15.ckpt", "last.ckpt", "weights.ckpt"]
     assert (ckpts / "last.ckpt").is_symlink() and (ckpts / "last.ckpt").resolve() == ckpts / "epoch=2-step=15.ckpt"
     assert leaderboard_main([str(straight)]) == 0
