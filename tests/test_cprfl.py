@@ -147,6 +147,22 @@ def test_interaction_block_matches_the_released_maths_and_the_residual_variant()
         assert torch.allclose(block(x), a + block.ff(a), atol=1e-5)
 
 
+@pytest.mark.parametrize("residual", [False, True])
+def test_interaction_at_the_last_positions_equals_the_full_block_sliced(residual):
+    """CPRFL reads only the prompt positions: computing just those rows (their queries against every key)
+    gives the full block's rows there, and the same gradients for every weight and input."""
+    torch.manual_seed(0)
+    block = InteractionBlock(32, heads=4, dim_head=24, mlp_dim=48, dropout=0.1, residual=residual).double().eval()
+    x = torch.randn(2, 9, 32, dtype=torch.double, requires_grad=True)
+    full, part = block(x)[:, -3:], block(x, last=3)
+    assert part.shape == (2, 3, 32)
+    torch.testing.assert_close(part, full, rtol=1e-12, atol=1e-12)
+    g = torch.randn_like(full)
+    grads = [torch.autograd.grad((out * g).sum(), [x, *block.parameters()]) for out in (full, part)]
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
 def test_prompt_init_is_linear_gelu_linear_with_hidden_expand_times_dim():
     pi = PromptInit(1024, 2048, expand=0.5)
     kinds = [type(m).__name__ for m in pi]

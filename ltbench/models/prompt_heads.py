@@ -45,11 +45,19 @@ class PreNormAttention(nn.Module):
         project = not (heads == 1 and dim_head == dim)
         self.to_out = nn.Sequential(nn.Linear(inner, dim), nn.Dropout(dropout)) if project else nn.Identity()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, last: Optional[int] = None) -> torch.Tensor:
+        """(B, N, D) -> (B, N, D); with ``last``, only the last ``last`` positions' outputs (their queries
+        against every key): the rows the full output would have there, without computing the others."""
         b, n, _ = x.shape
-        q, k, v = self.to_qkv(self.norm(x)).view(b, n, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
+        h = self.norm(x)
+        if last is None:
+            q, k, v = self.to_qkv(h).view(b, n, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
+        else:
+            w_q, w_kv = self.to_qkv.weight.split([self.to_qkv.out_features // 3, 2 * self.to_qkv.out_features // 3])
+            q = F.linear(h[:, n - last :], w_q).view(b, last, self.heads, -1).transpose(1, 2)
+            k, v = F.linear(h, w_kv).view(b, n, 2, self.heads, -1).permute(2, 0, 3, 1, 4)
         out = F.scaled_dot_product_attention(q, k, v)
-        return self.to_out(out.transpose(1, 2).reshape(b, n, -1))
+        return self.to_out(out.transpose(1, 2).reshape(b, q.shape[2], -1))
 
 
 class PreNormFeedForward(nn.Sequential):
@@ -78,11 +86,13 @@ class InteractionBlock(nn.Module):
         self.ff = PreNormFeedForward(dim, mlp_dim, dropout)
         self.residual = residual
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, last: Optional[int] = None) -> torch.Tensor:
+        """``last``: compute only the last ``last`` positions' outputs (a one-layer block's other rows
+        depend on nothing they feed), e.g. CPRFL's prompt positions, the only ones its score reads."""
         if self.residual:
-            x = x + self.attn(x)
+            x = (x if last is None else x[:, x.shape[1] - last :]) + self.attn(x, last)
             return x + self.ff(x)
-        return self.ff(self.attn(x))
+        return self.ff(self.attn(x, last))
 
     def extra_repr(self) -> str:
         return f"residual={self.residual}"
@@ -136,7 +146,7 @@ class CategoryPromptHead(nn.Module):
         prompts = self.prompts()
         b, c = tokens.shape[0], prompts.shape[0]
         seq = torch.cat([tokens, prompts.to(tokens.dtype).unsqueeze(0).expand(b, c, -1)], dim=1)
-        feats = self.interaction(seq)[:, -c:]
+        feats = self.interaction(seq, last=c)
         return {"tokens": tokens, "prompts": prompts, "features": feats, "logits": self.score(feats, prompts)}
 
     def score(self, feats: torch.Tensor, prompts: torch.Tensor) -> torch.Tensor:
