@@ -418,6 +418,13 @@ class Resolver:
         self.suite = suite
         self._cache: dict[str, dict[str, Any]] = {}
 
+    def resolve_all(self, map_fn: Callable[..., Iterator[dict[str, Any]]]) -> None:
+        """Parse every entry's config through ``map_fn`` (a worker pool's ``map``: in parallel, while the
+        workers' imports are paid once)."""
+        todo = [e for e in self.suite.entries if e.label not in self._cache]
+        args = [self.suite.run_args(e, self.suite.seeds[0]) for e in todo]
+        self._cache.update({e.label: cfg for e, cfg in zip(todo, map_fn(resolved_config, args))})
+
     def __call__(self, entry: Entry, seed: int) -> dict[str, Any]:
         if entry.label not in self._cache:
             self._cache[entry.label] = resolved_config(self.suite.run_args(entry, self.suite.seeds[0]))
@@ -555,12 +562,34 @@ def run_suite(
 
     Runs are in-process (imports paid once). With ``jobs > 1`` they are spread over that many worker
     processes, each running its share in-process with ``cores // jobs`` torch threads; every run is
-    seeded by itself, so which worker runs it does not matter."""
-    from tqdm.auto import tqdm
-
+    seeded by itself, so which worker runs it does not matter. The workers also parse the suite's
+    configs, in parallel, as soon as their imports are done, instead of the parent alone before them."""
     # W&B pieces in a suite (or sweep commands) log locally unless the user asks for online
     os.environ.setdefault("WANDB_MODE", "offline")
     resolver = Resolver(suite)
+    pool = _worker_pool(jobs) if jobs > 1 else None
+    try:
+        if pool is not None:
+            resolver.resolve_all(pool.map)
+        return _run_planned(suite, progress, shard, jobs, resolver, pool)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _worker_pool(jobs: int) -> Any:
+    """``jobs`` spawned workers that import the runner as they start (``_start_worker``)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    return ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker)
+
+
+def _run_planned(
+    suite: Suite, progress: Callable[[str], None], shard: Optional[tuple[int, int]], jobs: int, resolver: Resolver, pool: Any
+) -> list[tuple[Entry, int, Optional[str]]]:
+    from tqdm.auto import tqdm
+
     mine, todo = plan(suite, shard, resolver)
     share = f" (shard {shard[0]}/{shard[1]})" if shard else ""
     progress(f"suite {suite.name}{share}: {len(mine)} runs, {len(mine) - len(todo)} already recorded, {len(todo)} to run")
@@ -575,29 +604,26 @@ def run_suite(
 
     try:
         with _sigterm_flag() as stop:
-            if jobs <= 1 or len(todo) <= 1:
+            if pool is None:
                 for entry, seed in todo:
                     if stop:  # SIGTERM between runs
                         raise Interrupted(f"stopped by SIGTERM before {entry.label} seed {seed}")
                     bar.set_postfix_str(f"{entry.label} seed {seed}")
                     done(entry, seed, run_one(start_args(suite, entry, seed, resolver, progress)))
             else:
-                import multiprocessing
-                from concurrent.futures import ProcessPoolExecutor, as_completed
+                from concurrent.futures import as_completed
 
                 cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
                 threads = max(1, cores // jobs)
-                spawn = multiprocessing.get_context("spawn")
-                with ProcessPoolExecutor(max_workers=jobs, mp_context=spawn, initializer=_start_worker) as pool:
-                    futures = {pool.submit(run_one, start_args(suite, e, s, resolver, progress), threads): (e, s) for e, s in todo}
-                    try:
-                        for future in as_completed(futures):
-                            done(*futures[future], future.result())  # a worker's Interrupted is raised here
-                            if stop:
-                                raise Interrupted("stopped by SIGTERM")
-                    except BaseException:
-                        pool.shutdown(wait=False, cancel_futures=True)
-                        raise
+                futures = {pool.submit(run_one, start_args(suite, e, s, resolver, progress), threads): (e, s) for e, s in todo}
+                try:
+                    for future in as_completed(futures):
+                        done(*futures[future], future.result())  # a worker's Interrupted is raised here
+                        if stop:
+                            raise Interrupted("stopped by SIGTERM")
+                except BaseException:
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    raise
     except Interrupted as e:
         finished = [f"{en.label} seed {s}" for en, s in mine if (en, s) not in todo or (en, s, None) in results]
         raise Interrupted(
