@@ -25,9 +25,16 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def check_fits(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], path: str | Path) -> None:
-    """Every tensor the checkpoint and the model share has the model's shape (else: the first that does not)."""
+    """Every tensor the checkpoint and the model share has the model's shape (else: the first that does not).
+
+    A module may take other shapes of its own tensors (``accepts_shape(name, shape)``, e.g. a whole token
+    table that ``UsedRowsEmbedding`` reads its rows from)."""
     own = model.state_dict()
+    owners = {f"{prefix}.{name}" if prefix else name: (m, name) for prefix, m in model.named_modules()
+              if hasattr(m, "accepts_shape") for name, _ in m.named_parameters(recurse=False)}
     for key, value in state_dict.items():
+        if key in owners and hasattr(value, "shape") and owners[key][0].accepts_shape(owners[key][1], tuple(value.shape)):
+            continue
         if key in own and hasattr(value, "shape") and tuple(value.shape) != tuple(own[key].shape):
             raise LTBenchError(
                 f"checkpoint {path} does not fit this config's model: {key} is {tuple(value.shape)} there but "

@@ -435,3 +435,30 @@ def test_trainable_tower_keeps_only_the_prompt_rows_and_trains_exactly_as_the_fu
     fresh.load_state_dict(full.state_dict())
     assert torch.equal(fresh.encode(), full.encode())
     assert CLIPTextEncoder(NAMES, TINY_TEXT, trainable=False).text.token_embedding.weight.shape[0] == 49408  # frozen: cached, untouched
+
+
+def test_a_whole_token_table_checkpoint_tests_through_the_cli_and_refuses_to_resume(tmp_path, capsys):
+    """A checkpoint with the whole 49408-row table (an older run, the released layout): `test` reads its rows
+    and scores as the prompt-rows run did; `fit --ckpt_path` says in one line why its optimiser state cannot go on."""
+    from ltbench.cli import main
+    from ltbench.runner import run
+
+    cfg = ["--config", str(REPO / "configs" / "cprfl_digits_lt.yaml"), *QUIET]
+    first = run(["fit", *cfg, "--run_dir", str(tmp_path / "a"), "--trainer.max_epochs", "1"])
+    ckpt = torch.load(next((tmp_path / "a").rglob("last.ckpt")), weights_only=False)
+    key = "head.text_encoder.text.token_embedding.weight"
+    rows = ckpt["state_dict"][key]
+    ids = first.model.head.text_encoder.text.token_embedding.ids
+    full = torch.zeros(49408, rows.shape[1])
+    full[ids] = rows
+    ckpt["state_dict"][key] = full
+    ckpt["state_dict"].pop(key.replace("weight", "_extra_state"))
+    old = tmp_path / "whole_table.ckpt"
+    torch.save(ckpt, old)
+    tested = run(["test", *cfg, "--run_dir", str(tmp_path / "a"), "--ckpt_path", str(old)])
+    assert tested.trainer.callback_metrics["test/acc"] == first.trainer.callback_metrics["test/acc"]
+    with pytest.raises(SystemExit) as e:
+        main(["fit", *cfg, "--run_dir", str(tmp_path / "b"), "--trainer.max_epochs", "2", "--ckpt_path", str(old)])
+    assert e.value.code == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"cannot resume: the checkpoint's {key} is (49408, 64) and this model's ({len(ids)}, 64)" in line

@@ -5,8 +5,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from lightning.pytorch.loggers import CSVLogger, WandbLogger
+from lightning.pytorch.loggers import WandbLogger
 
+from ltbench.run_log import RunCSVLogger
 from ltbench.runner import run
 from ltbench.suite import resolved_config
 from tests.helpers import CE_DIGITS, REPO
@@ -46,7 +47,7 @@ def test_two_runs_in_one_directory_keep_their_files_in_the_run_directory(tmp_pat
         wandb.finish()
         clis.append(cli)
     for cli, version in zip(clis, ("seed0", "seed0", "seed1")):
-        assert [type(lg) for lg in cli.trainer.loggers] == [CSVLogger, WandbLogger]
+        assert [type(lg) for lg in cli.trainer.loggers] == [RunCSVLogger, WandbLogger]
         run_dir = tmp_path / "runs" / "CrossEntropy-DigitsLT" / version
         assert Path(cli.model.record_path) == run_dir / "record.json"
         assert yaml.safe_load((run_dir / "config.yaml").read_text())["trainer"]["logger"]["class_path"].endswith("WandbLogger")

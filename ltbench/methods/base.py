@@ -411,10 +411,25 @@ class LTMethod(L.LightningModule):
         checkpoint["ltbench"] = {"entered_stage": self.entered_stage, "throughput": self.throughput}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if checkpoint.get("optimizer_states") and self._trainer is not None and self.trainer.state.fn == "fit":
+            self._refuse_resuming_reshaped(checkpoint.get("state_dict") or {})
         state = checkpoint.get("ltbench", {})
         self._resumed = True
         self.entered_stage = state.get("entered_stage", -1)
         self.throughput = state.get("throughput", {})
+
+    def _refuse_resuming_reshaped(self, state_dict: dict[str, Any]) -> None:
+        """A tensor a module reshapes on load (``accepts_shape``: a whole token table read into its used
+        rows) loads as weights, but the optimiser state saved for it cannot continue (its shape is the
+        old one): one line instead of a size mismatch inside the optimiser step."""
+        own = dict(self.named_parameters())
+        for key, value in state_dict.items():
+            if key in own and hasattr(value, "shape") and tuple(value.shape) != tuple(own[key].shape):
+                raise LTBenchError(
+                    f"cannot resume: the checkpoint's {key} is {tuple(value.shape)} and this model's "
+                    f"{tuple(own[key].shape)}, so its optimiser state does not fit; evaluate the checkpoint "
+                    "(ltbench test --ckpt_path) or start a new run from its weights"
+                )
 
     # ---- run record ------------------------------------------------------------------------
     def protocol(self) -> dict[str, Any]:
