@@ -384,9 +384,14 @@ def fingerprint(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _subset(small: Any, big: Any) -> bool:
-    """Is every key of ``small`` in ``big`` with an equal value (``big`` may hold linked extras)?"""
+    """Is every key of ``small`` in ``big`` with an equal value (``big`` may hold linked extras)?
+
+    A key ``big`` lacks whose value is None is an option added since ``big`` was recorded, at its
+    default: a record made before it still counts (an upgrade does not rerun every suite)."""
     if isinstance(small, dict):
-        return isinstance(big, dict) and all(k in big and _subset(v, big[k]) for k, v in small.items())
+        return isinstance(big, dict) and all(
+            _subset(v, big[k]) if k in big else v is None for k, v in small.items()
+        )
     return small == big
 
 

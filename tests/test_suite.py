@@ -74,6 +74,15 @@ def test_a_run_is_done_when_its_record_holds_the_same_resolved_config(tmp_path):
     # where the run is logged does not matter
     logged = Suite.load(_suite_file(tmp_path, [CE], overrides=["--trainer.max_epochs", "2", "--config", str(REPO / "configs" / "logger" / "wandb.yaml")]))
     assert is_done(logged, logged.entries[0], 0)
+    # a record made before an option existed (here the optimiser's `fused`, default None) still counts;
+    # the same option set to a value it did not have does not
+    cfg = json.loads(path.read_text())["config"]
+    optimizer = cfg["model"]["init_args"]["optimizer"]
+    assert "fused" in optimizer and optimizer.pop("fused") is None
+    path.write_text(json.dumps({"metrics": {"acc": 0.5}, "config": cfg}))
+    assert is_done(suite, entry, 0)
+    fused = Suite.load(_suite_file(tmp_path, [CE], overrides=["--trainer.max_epochs", "2", "--model.init_args.optimizer.fused", "true"]))
+    assert not is_done(fused, fused.entries[0], 0)
     path.write_text('{"metrics": {"acc": 0.')  # half-written: run again
     assert not is_done(suite, entry, 0)
 
