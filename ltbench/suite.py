@@ -572,14 +572,15 @@ def run_suite(
     # W&B pieces in a suite (or sweep commands) log locally unless the user asks for online
     os.environ.setdefault("WANDB_MODE", "offline")
     resolver = Resolver(suite)
-    pool = _worker_pool(jobs) if jobs > 1 else None
-    try:
-        if pool is not None:
-            resolver.resolve_all(pool.map)
-        return _run_planned(suite, progress, shard, jobs, resolver, pool)
-    finally:
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+    with _sigterm_flag() as stop:  # for the pool's whole life: a SIGTERM while it starts or winds down is recorded too
+        pool = _worker_pool(jobs) if jobs > 1 else None
+        try:
+            if pool is not None:
+                resolver.resolve_all(pool.map)
+            return _run_planned(suite, progress, shard, jobs, resolver, pool, stop)
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _worker_pool(jobs: int) -> Any:
@@ -591,7 +592,8 @@ def _worker_pool(jobs: int) -> Any:
 
 
 def _run_planned(
-    suite: Suite, progress: Callable[[str], None], shard: Optional[tuple[int, int]], jobs: int, resolver: Resolver, pool: Any
+    suite: Suite, progress: Callable[[str], None], shard: Optional[tuple[int, int]], jobs: int, resolver: Resolver, pool: Any,
+    stop: list[int],
 ) -> list[tuple[Entry, int, Optional[str]]]:
     from tqdm.auto import tqdm
 
@@ -608,27 +610,28 @@ def _run_planned(
         bar.update()
 
     try:
-        with _sigterm_flag() as stop:
-            if pool is None:
-                for entry, seed in todo:
-                    if stop:  # SIGTERM between runs
-                        raise Interrupted(f"stopped by SIGTERM before {entry.label} seed {seed}")
-                    bar.set_postfix_str(f"{entry.label} seed {seed}")
-                    done(entry, seed, run_one(start_args(suite, entry, seed, resolver, progress)))
-            else:
-                from concurrent.futures import as_completed
+        if pool is None:
+            for entry, seed in todo:
+                if stop:  # SIGTERM between runs
+                    raise Interrupted(f"stopped by SIGTERM before {entry.label} seed {seed}")
+                bar.set_postfix_str(f"{entry.label} seed {seed}")
+                done(entry, seed, run_one(start_args(suite, entry, seed, resolver, progress)))
+        else:
+            from concurrent.futures import as_completed
 
-                cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-                threads = max(1, cores // jobs)
-                futures = {pool.submit(run_one, start_args(suite, e, s, resolver, progress), threads): (e, s) for e, s in todo}
-                try:
-                    for future in as_completed(futures):
-                        done(*futures[future], future.result())  # a worker's Interrupted is raised here
-                        if stop:
-                            raise Interrupted("stopped by SIGTERM")
-                except BaseException:
-                    pool.shutdown(wait=False, cancel_futures=True)
-                    raise
+            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+            threads = max(1, cores // jobs)
+            if stop:  # SIGTERM while the workers started and parsed the configs
+                raise Interrupted("stopped by SIGTERM before the first run")
+            futures = {pool.submit(run_one, start_args(suite, e, s, resolver, progress), threads): (e, s) for e, s in todo}
+            try:
+                for future in as_completed(futures):
+                    done(*futures[future], future.result())  # a worker's Interrupted is raised here
+                    if stop:
+                        raise Interrupted("stopped by SIGTERM")
+            except BaseException:
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
     except Interrupted as e:
         finished = [f"{en.label} seed {s}" for en, s in mine if (en, s) not in todo or (en, s, None) in results]
         raise Interrupted(

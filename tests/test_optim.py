@@ -85,3 +85,18 @@ def test_adam_family_runs_fused_and_matches_the_per_tensor_update():
     assert (nets[0][0].weight - start).abs().max() > 1e-3
     sgd = build_optimizer(nets[0].named_parameters(), OptimizerConfig())
     assert not sgd.param_groups[0]["fused"]
+
+
+def test_fused_gives_way_where_the_trainer_cannot_step_it():
+    """fp16 loss scaling with gradient clipping: the default falls back to the unfused update; an explicit
+    ``fused: true`` is refused in one line naming the key (Lightning would raise mid-fit)."""
+    from ltbench.errors import LTBenchError
+    from ltbench.methods.optim import use_fused
+
+    params = list(torch.nn.Linear(3, 2).parameters())
+    assert use_fused(params, OptimizerConfig(name="adamw")) is True
+    assert use_fused(params, OptimizerConfig(name="adamw"), allowed=False) is False
+    opt = build_optimizer([("w", p) for p in params], OptimizerConfig(name="adamw"), fused_allowed=False)
+    assert not opt.param_groups[0]["fused"]
+    with pytest.raises(LTBenchError, match="optimizer.fused false"):
+        use_fused(params, OptimizerConfig(name="adamw", fused=True), allowed=False)

@@ -303,7 +303,8 @@ class LTMethod(L.LightningModule):
             dm.set_sampler_schedule(self.plan.sampler_schedule())
 
     def configure_optimizers(self) -> Any:
-        opt = build_optimizer(self.named_parameters(), self.optimizer_cfg)
+        scaled = getattr(self.trainer.precision_plugin, "scaler", None) is not None
+        opt = build_optimizer(self.named_parameters(), self.optimizer_cfg, fused_allowed=not (scaled and self.trainer.gradient_clip_val))
         plan = self.plan or StagePlan(self.stages(), None if self.trainer.max_epochs is None else self.trainer.max_epochs)
         spe = max(1, -(-int(self.trainer.estimated_stepping_batches) // max(plan.total_epochs, 1)))
         cfg = self.scheduler_cfg

@@ -14,6 +14,8 @@ from typing import Iterable, Literal, Optional
 import torch
 from torch import nn
 
+from ltbench.errors import LTBenchError
+
 
 @dataclass
 class OptimizerConfig:
@@ -109,17 +111,26 @@ def param_groups(named: Iterable[tuple[str, nn.Parameter]], cfg: OptimizerConfig
 FUSED_DEVICES = ("cpu", "cuda")
 
 
-def use_fused(params: list[nn.Parameter], cfg: OptimizerConfig) -> bool:
+def use_fused(params: list[nn.Parameter], cfg: OptimizerConfig, allowed: bool = True) -> bool:
+    """``allowed=False`` where the trainer cannot step a fused optimiser (fp16 loss scaling with
+    gradient clipping: Lightning refuses the combination)."""
+    if cfg.fused and not allowed:
+        raise LTBenchError(
+            "optimizer.fused true: Lightning cannot clip the gradients of a fused optimiser under 16-bit mixed "
+            "precision (loss scaling); set model.init_args.optimizer.fused false, or drop trainer.gradient_clip_val"
+        )
     if cfg.fused is not None:
         return cfg.fused
-    return cfg.name in ("adam", "adamw") and all(
+    return allowed and cfg.name in ("adam", "adamw") and all(
         p.device.type in FUSED_DEVICES and p.is_floating_point() for p in params
     )
 
 
-def build_optimizer(named: Iterable[tuple[str, nn.Parameter]], cfg: OptimizerConfig) -> torch.optim.Optimizer:
+def build_optimizer(
+    named: Iterable[tuple[str, nn.Parameter]], cfg: OptimizerConfig, fused_allowed: bool = True
+) -> torch.optim.Optimizer:
     groups = param_groups(named, cfg)
-    fused = {"fused": True} if use_fused([p for g in groups for p in g["params"]], cfg) else {}
+    fused = {"fused": True} if use_fused([p for g in groups for p in g["params"]], cfg, fused_allowed) else {}
     if cfg.name == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, **fused)
     if cfg.name == "adamw":
