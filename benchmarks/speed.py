@@ -37,6 +37,7 @@ import resource
 import statistics
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Optional
 
@@ -106,7 +107,9 @@ def _parse_only(cli_args: list[str]) -> Any:
         def instantiate_classes(self) -> None:
             pass
 
-    cli = _ParseOnly(**CLI_KWARGS, args=cli_args, run=False)
+    with warnings.catch_warnings():  # the script passes its own arguments, not sys.argv (as build() does)
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+        cli = _ParseOnly(**CLI_KWARGS, args=cli_args, run=False)
     return cli.config
 
 

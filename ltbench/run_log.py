@@ -15,8 +15,8 @@ class RunCSVLogger(CSVLogger):
 
     Lightning's CSV writer deletes an existing ``metrics.csv`` when it starts, so a resumed run's log
     would begin at the resumed epoch. With ``resume`` the old rows are read first, and when training
-    starts (``KeepFinishedEpochs``) those of finished epochs are written back; rows of the epoch that
-    was interrupted are dropped, as that epoch is trained again.
+    starts (``KeepFinishedEpochs``) those logged before the checkpoint's step are written back (rows
+    without a step too); rows logged after it are dropped, as those steps are trained again.
     """
 
     def __init__(self, *args: Any, resume: bool = False, **kwargs: Any) -> None:
@@ -28,14 +28,14 @@ class RunCSVLogger(CSVLogger):
                 reader = csv.DictReader(f)
                 self._previous = (list(reader.fieldnames or []), list(reader))
 
-    def keep_finished_epochs(self, epoch: int) -> None:
-        """Write back the old rows of epochs before ``epoch`` (once; rank zero)."""
+    def keep_rows_before(self, step: int) -> None:
+        """Write back the old rows logged before global step ``step`` (once; rank zero)."""
         if self._previous is None:
             return
         header, rows = self._previous
         self._previous = None
         writer = self.experiment  # creating Lightning's writer removes the old file
-        kept = [r for r in rows if r.get("epoch") and int(float(r["epoch"])) < epoch]
+        kept = [r for r in rows if not r.get("step") or float(r["step"]) < step]
         with open(writer.metrics_file_path, "w", newline="") as f:
             out = csv.DictWriter(f, fieldnames=header)
             out.writeheader()
@@ -44,11 +44,12 @@ class RunCSVLogger(CSVLogger):
 
 
 class KeepFinishedEpochs(Callback):
-    """Restores a resumed run's earlier rows once training starts, at the epoch it resumes from."""
+    """Restores a resumed run's earlier rows once training starts, at the step it resumes from
+    (Lightning logs an epoch's last rows at its final step minus one, so they stay)."""
 
     def __init__(self, logger: RunCSVLogger) -> None:
         self.logger = logger
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         if trainer.is_global_zero:
-            self.logger.keep_finished_epochs(trainer.current_epoch)
+            self.logger.keep_rows_before(trainer.global_step)

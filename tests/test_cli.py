@@ -279,6 +279,18 @@ def test_one_full_checkpoint_a_link_and_small_evaluated_weights(tmp_path):
     assert sum(len(b["index"]) for b in pred.trainer.predict_loop.predictions) == 500
 
 
+def test_the_latest_checkpoint_follows_training_not_the_validation_cadence(tmp_path):
+    """cpu_small validates every 5 epochs: a 7-epoch run's last.ckpt is still epoch 6's (a resume loses
+    nothing); a checkpoint that ranks by a validation metric, or a user's own setting, is left alone."""
+    cli = _fit(tmp_path, "--trainer.max_epochs", "7")
+    assert (Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt").resolve().name == "epoch=6-step=35.ckpt"
+    assert cli.trainer.checkpoint_callback._save_on_train_epoch_end is True
+    ranked = _fit(tmp_path, "--trainer.max_epochs", "1", "--version", "ranked", "--checkpoint.monitor", "val/acc", "--checkpoint.mode", "max")
+    assert ranked.trainer.checkpoint_callback._save_on_train_epoch_end is None
+    own = _fit(tmp_path, "--trainer.max_epochs", "1", "--version", "own", "--checkpoint.save_on_train_epoch_end", "false")
+    assert own.trainer.checkpoint_callback._save_on_train_epoch_end is False
+
+
 def test_a_run_prints_its_table_in_percent_and_none_of_the_known_noise(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(REPO))
     proc = subprocess.run(

@@ -200,7 +200,9 @@ def test_an_interrupted_suite_resumes_its_run_from_the_last_checkpoint(tmp_path,
     assert leaderboard_main([str(stopped)]) == 0
     assert f"run ce_digits_lt seed 0: resuming from {ckpts}" in capsys.readouterr().out
     with open(run / "metrics.csv", newline="") as f:
-        losses = [(int(row["epoch"]), row["train/loss"]) for row in csv.DictReader(f) if row.get("train/loss")]
+        rows = list(csv.DictReader(f))
+    losses = [(int(row["epoch"]), row["train/loss"]) for row in rows if row.get("train/loss")]
+    assert [int(row["epoch"]) for row in rows if row.get("val/acc")] == [0, 1, 2]  # each epoch's validation once
     assert {e for e, _ in losses} == {0, 1, 2}
     assert all((loss == "-1") == (e < 2) for e, loss in losses)  # epochs 0-1 kept from before, only epoch 2 trained now
     assert sorted(p.name for p in ckpts.iterdir()) == ["epoch=2-step=15.ckpt", "last.ckpt", "weights.ckpt"]
