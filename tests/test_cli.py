@@ -99,6 +99,17 @@ def test_interrupted_multi_stage_run_resumes_to_the_same_result(tmp_path, stop_e
     assert _record(straight)["metrics"] == _record(resumed)["metrics"]
 
 
+def test_a_run_resumed_with_loader_workers_ends_bit_identical(tmp_path):
+    """Worker processes draw their first indices as the loader's first iterator starts: that iterator must
+    be made after the resumed epoch is known, or the resumed epoch trains on epoch 0's sample order."""
+    ce = ["--config", CE_DIGITS, *QUIET, "--data.init_args.num_workers", "2", "--trainer.max_epochs", "3"]
+    straight = run(["fit", *ce, "--run_dir", str(tmp_path / "s")])
+    run(["fit", *ce, "--run_dir", str(tmp_path / "r"), "--test_after_fit", "false", "--trainer.callbacks+=tests.helpers.StopAfterEpoch", "--trainer.callbacks.epoch", "0"])
+    resumed = run(["fit", *ce, "--run_dir", str(tmp_path / "r"), "--ckpt_path", "last"])
+    for k, v in straight.model.state_dict().items():
+        assert torch.equal(v, resumed.model.state_dict()[k]), k
+
+
 def test_a_second_fit_into_a_run_directory_refuses_and_leaves_the_run(tmp_path, capsys):
     """Without --ckpt_path, fit into a directory holding a run would retrain it and replace its record."""
     first = _fit(tmp_path, "--trainer.max_epochs", "1")

@@ -100,3 +100,8 @@ def test_fused_gives_way_where_the_trainer_cannot_step_it():
     assert not opt.param_groups[0]["fused"]
     with pytest.raises(LTBenchError, match="optimizer.fused false"):
         use_fused(params, OptimizerConfig(name="adamw", fused=True), allowed=False)
+
+
+def test_warmup_steps_need_a_per_step_schedule():
+    with pytest.raises(ValueError, match="warmup_steps counts optimiser steps"):
+        SchedulerConfig(warmup_steps=100, interval="epoch")

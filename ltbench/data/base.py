@@ -267,6 +267,10 @@ class LTDataModule(L.LightningDataModule):
             epoch_samples=self.epoch_samples,
             samples_per_class=self.class_aware_samples,
         )
+        # Lightning sets the epoch (its count of epochs begun) only after it has made the loader's first
+        # iterator, and worker processes draw their indices as they start: a run resumed at epoch k
+        # would otherwise train epoch k on epoch 0's draw
+        sampler.set_epoch(trainer.fit_loop.epoch_progress.current.processed if trainer else 0)
         if self.uses_device_cache():
             return self._device_batches("train", self.batch_size, sampler)
         return self._loader(self.dataset("train"), self.batch_size, sampler=sampler, drop_last=self.drop_last,

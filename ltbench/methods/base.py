@@ -306,12 +306,24 @@ class LTMethod(L.LightningModule):
         scaled = getattr(self.trainer.precision_plugin, "scaler", None) is not None
         opt = build_optimizer(self.named_parameters(), self.optimizer_cfg, fused_allowed=not (scaled and self.trainer.gradient_clip_val))
         plan = self.plan or StagePlan(self.stages(), None if self.trainer.max_epochs is None else self.trainer.max_epochs)
-        spe = max(1, -(-int(self.trainer.estimated_stepping_batches) // max(plan.total_epochs, 1)))
-        cfg = self.scheduler_cfg
-        if cfg.warmup_steps:
-            cfg = replace(cfg, warmup_epochs=cfg.warmup_steps / spe)
+        known: dict[str, Any] = {}
+
+        def schedule() -> tuple[int, SchedulerConfig]:
+            """Steps per epoch, read at the first step rather than here: counting them makes Lightning build
+            the train loader's first iterator, and here a resumed run has not restored its epoch yet (worker
+            processes would draw epoch 0's sample order for the resumed epoch)."""
+            if not known:
+                spe = max(1, -(-int(self.trainer.estimated_stepping_batches) // max(plan.total_epochs, 1)))
+                cfg = self.scheduler_cfg
+                known.update(spe=spe, cfg=replace(cfg, warmup_epochs=cfg.warmup_steps / spe) if cfg.warmup_steps else cfg)
+            return known["spe"], known["cfg"]
 
         def factor(step: int) -> float:
+            if step == 0:  # the scheduler's construction: progress 0 (inside any warm-up) whatever the epoch length
+                cfg = self.scheduler_cfg
+                cfg = replace(cfg, warmup_epochs=1.0) if cfg.warmup_steps else cfg
+                return plan.stages[0].lr_scale * lr_factor(cfg, step_progress(cfg, 0, 1), plan.stages[0].epochs)
+            spe, cfg = schedule()
             i = plan.index_at(step // spe)
             stage = plan.stages[i]
             local = step - plan.starts[i] * spe

@@ -60,6 +60,10 @@ class SchedulerConfig:
     final_div_factor: float = 1e4
     interval: Literal["step", "epoch"] = "step"
 
+    def __post_init__(self) -> None:
+        if self.warmup_steps and self.interval == "epoch":
+            raise ValueError("warmup_steps counts optimiser steps, so it needs interval: step; with interval: epoch give warmup_epochs")
+
 
 def lr_factor(cfg: SchedulerConfig, t: float, total: float) -> float:
     """Multiplier of the base lr at progress ``t`` (epochs) of a schedule ``total`` epochs long."""
