@@ -17,6 +17,9 @@ Sections
            the ImageNet-LT data module: ``decode: device`` (nvJPEG) and ``decode: pil`` (workers).
   resnext  the ImageNet-LT TDE config's ResNeXt-50 32x4d train step on a resident batch (256,
            bf16): eager, channels_last, channels_last + ``torch.compile``; images/s, peak memory, MFU.
+  cprfl    the COCO-LT CPRFL config's train step (ResNet-101 at 448 px, CLIP RN50 text tower, 80
+           classes, batch 16, bf16, random weights) through ``benchmarks/speed.py``, with the text
+           tower trainable (as released) and frozen: the figures of CPRFL's card.
 
 ``--smoke`` runs every section on CPU with tiny sizes (a minute or two): it checks the script, not
 the hardware.
@@ -52,6 +55,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 CIFAR_CONFIG = str(REPO / "configs" / "tde_cifar100_lt_r100.yaml")
 IMAGENET_CONFIG = str(REPO / "configs" / "tde_imagenet_lt.yaml")
+CPRFL_CONFIG = str(REPO / "configs" / "cprfl_coco_lt.yaml")
 
 
 @dataclass
@@ -80,6 +84,10 @@ class Sizes:
     jpeg_batch: int
     jpeg_epochs: int
     jpeg_distinct: int
+    cprfl_batch: int
+    cprfl_size: int
+    cprfl_steps: int
+    cprfl_warmup: int
 
 
 def full_sizes() -> Sizes:
@@ -89,7 +97,7 @@ def full_sizes() -> Sizes:
                  batch=256, eval_batch=500, fit_epochs=30, loader_fit_epochs=6, limit_train_batches=None, limit_val_batches=None,
                  sync_steps=20, resnext_batch=256, resnext_size=224, resnext_steps=30, resnext_warmup=10, compile_backend="inductor",
                  jpeg_classes=64, jpeg_per_class=48, jpeg_shapes=IMAGENET_SHAPES, jpeg_size=224, jpeg_batch=256, jpeg_epochs=3,
-                 jpeg_distinct=384)
+                 jpeg_distinct=384, cprfl_batch=16, cprfl_size=448, cprfl_steps=60, cprfl_warmup=10)
 
 
 def smoke_sizes() -> Sizes:
@@ -97,7 +105,7 @@ def smoke_sizes() -> Sizes:
                  fit_epochs=2, loader_fit_epochs=2, limit_train_batches=2, limit_val_batches=2, sync_steps=2,
                  resnext_batch=2, resnext_size=64, resnext_steps=1, resnext_warmup=1, compile_backend="eager",
                  jpeg_classes=2, jpeg_per_class=6, jpeg_shapes=((60, 80), (80, 60)), jpeg_size=48, jpeg_batch=4, jpeg_epochs=2,
-                 jpeg_distinct=8)
+                 jpeg_distinct=8, cprfl_batch=2, cprfl_size=64, cprfl_steps=1, cprfl_warmup=1)
 
 
 def _load(name: str) -> Any:
@@ -375,8 +383,24 @@ def section_jpeg(sizes: Sizes, tmp: str, rows: dict[str, Any]) -> None:
         _write_partial(rows)
 
 
+def section_cprfl(sizes: Sizes, tmp: str, rows: dict[str, Any]) -> None:
+    speed = _load("speed")
+    common = ["--config", CPRFL_CONFIG, "--batch-size", str(sizes.cprfl_batch), "--device", sizes.device,
+              "--precision", "bf16" if sizes.device == "cuda" else "32", "--steps", str(sizes.cprfl_steps),
+              "--warmup", str(sizes.cprfl_warmup), "--synthetic-facts", "--num-classes", "80", "--image-size", str(sizes.cprfl_size),
+              "--set", "model.init_args.pretrained=false", "--set", "model.init_args.text_pretrained=null"]
+    out = rows.setdefault("cprfl", [])
+    for label, frozen in (("text tower trainable (released)", "false"), ("text tower frozen", "true")):
+        (row,) = speed.main([*common, "--set", f"model.init_args.freeze_text={frozen}"])
+        out.append({"variant": label, **{k: row.get(k) for k in ("params_m", "batch_size", "input", "precision", "ms_per_step",
+                                                                   "images_per_s", "peak_mem_mib")}})
+        _write_partial(rows)
+        if sizes.device == "cuda":
+            torch.cuda.empty_cache()
+
+
 SECTIONS: dict[str, Callable[[Sizes, str, dict[str, Any]], None]] = {
-    "cifar": section_cifar, "sync": section_sync, "jpeg": section_jpeg, "resnext": section_resnext,
+    "cifar": section_cifar, "sync": section_sync, "jpeg": section_jpeg, "resnext": section_resnext, "cprfl": section_cprfl,
 }
 
 _PARTIAL: Optional[Path] = None
@@ -438,6 +462,11 @@ def markdown(report: dict[str, Any]) -> str:
         parts += ["", "## JPEG decode + augmentation, synthetic ImageNet-shaped tree (ImageNet-LT list layout)", "",
                   _table(report["jpeg"], [("pipeline", "pipeline"), ("images_per_s", "images/s"), ("workers", "workers"),
                                           ("cpu_count", "cores"), ("images", "images"), ("image_size", "crop"), ("first_epoch_s", "first epoch s")])]
+    if report.get("cprfl"):
+        parts += ["", "## COCO-LT CPRFL config: train step on synthetic images (random weights)", "",
+                  _table(report["cprfl"], [("variant", "variant"), ("params_m", "params (M)"), ("batch_size", "batch"), ("input", "input"),
+                                           ("precision", "precision"), ("ms_per_step", "ms/step"), ("images_per_s", "images/s"),
+                                           ("peak_mem_mib", "peak MiB")])]
     if report.get("errors"):
         parts += ["", "## Sections that failed or were skipped", ""] + [f"- {k}: {v}" for k, v in report["errors"].items()]
     return "\n".join(parts) + "\n"

@@ -30,6 +30,9 @@ def test_smoke_report_has_every_section(tmp_path, monkeypatch):
     jpeg = report["jpeg"]
     assert [r["pipeline"].split(" (")[0] for r in jpeg] == ["decode: device", "decode: pil"]
     assert all(r["images_per_s"] > 0 for r in jpeg)
+    cprfl = report["cprfl"]
+    assert [r["variant"] for r in cprfl] == ["text tower trainable (released)", "text tower frozen"]
+    assert all(r["ms_per_step"] > 0 and r["params_m"] > 100 for r in cprfl)
     md = (tmp_path / "report.md").read_text()
     assert "SMOKE" in md and md.count("|---|") >= 4
     assert not (tmp_path / "report.partial.json").exists()
