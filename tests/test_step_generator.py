@@ -36,6 +36,7 @@ def test_the_generator_is_none_before_a_fit_and_on_another_device():
 
     m = CrossEntropy(backbone="tiny_cnn", in_chans=1, num_classes=10)
     assert m.step_generator(torch.device("cpu")) is None
-    m._step_gen = _step_generator(0, 0, 0, torch.device("cpu"))
+    m.on_train_batch_start(None, 0)
     assert m.step_generator(torch.device("cpu")) is m._step_gen
+    assert m._step_gen.initial_seed() == _step_generator(0, 0, 0, torch.device("cpu")).initial_seed()
     assert m.step_generator(torch.device("meta")) is None

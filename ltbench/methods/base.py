@@ -88,6 +88,7 @@ class LTMethod(L.LightningModule):
         self.norm_eval = norm_eval
         self.plan: Optional[StagePlan] = None
         self._resumed = False
+        self._step_key: Optional[tuple[int, int]] = None
         self._step_gen: Optional[torch.Generator] = None
         self.entered_stage = -1
         self.throughput: dict[str, float] = {}
@@ -157,17 +158,22 @@ class LTMethod(L.LightningModule):
         only on where the step is, not on what drew from the global stream before (in a resumed
         epoch, the loader's seed draw; see ``_replay_loader_seed_draw``): a resumed run draws what
         the uninterrupted one drew, and each micro-batch of an accumulated optimiser step draws
-        afresh. None on another device than the module's.
+        afresh. None on another device than the module's. Made on first use, so a method that draws
+        nothing of its own pays nothing per step.
         """
-        gen = self._step_gen
-        return gen if gen is not None and gen.device == torch.device(device) else None
+        if self._step_key is None or torch.device(device) != self.device:
+            return None
+        if self._step_gen is None:
+            epoch, batch_idx = self._step_key
+            self._step_gen = _step_generator(epoch, self.global_rank, batch_idx, self.device)
+        return self._step_gen
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        """Seed this step's generator (``step_generator``); a method overriding this calls super()."""
-        self._step_gen = _step_generator(self.current_epoch, self.global_rank, batch_idx, self.device)
+        """Mark where this step is (``step_generator``); a method overriding this calls super()."""
+        self._step_key, self._step_gen = (self.current_epoch, batch_idx), None
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        self._step_gen = None
+        self._step_key, self._step_gen = None, None
         if self._epoch_timer is not None:
             start, n = self._epoch_timer
             self._epoch_timer = (start, n + len(batch[0]))
