@@ -5,7 +5,7 @@ from __future__ import annotations
 import pickle
 import zipfile
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 import torch
 
@@ -24,19 +24,32 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
-def check_fits(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], path: str | Path) -> None:
-    """Every tensor the checkpoint and the model share has the model's shape (else: the first that does not).
-
-    A module may take other shapes of its own tensors (``accepts_shape(name, shape)``, e.g. a whole token
-    table that ``UsedRowsEmbedding`` reads its rows from)."""
+def first_mismatch(
+    model: torch.nn.Module, state_dict: Mapping[str, Any], accept_reshaped: bool = True
+) -> Optional[tuple[str, tuple[int, ...], tuple[int, ...]]]:
+    """(key, shape there, shape here) of the first tensor the checkpoint and the model share with
+    another shape, or None. With ``accept_reshaped`` a module's own tensor may have a shape the module
+    takes on load (``accepts_shape(name, shape)``, e.g. a whole token table ``UsedRowsEmbedding``
+    reads its rows from)."""
     own = model.state_dict()
     owners = {f"{prefix}.{name}" if prefix else name: (m, name) for prefix, m in model.named_modules()
-              if hasattr(m, "accepts_shape") for name, _ in m.named_parameters(recurse=False)}
+              if hasattr(m, "accepts_shape") for name, _ in m.named_parameters(recurse=False)} if accept_reshaped else {}
     for key, value in state_dict.items():
-        if key in owners and hasattr(value, "shape") and owners[key][0].accepts_shape(owners[key][1], tuple(value.shape)):
+        if key not in own or not hasattr(value, "shape") or tuple(value.shape) == tuple(own[key].shape):
             continue
-        if key in own and hasattr(value, "shape") and tuple(value.shape) != tuple(own[key].shape):
-            raise LTBenchError(
-                f"checkpoint {path} does not fit this config's model: {key} is {tuple(value.shape)} there but "
-                f"{tuple(own[key].shape)} here; use the config (classes, backbone, head) it was trained with"
-            )
+        if key in owners and owners[key][0].accepts_shape(owners[key][1], tuple(value.shape)):
+            continue
+        return key, tuple(value.shape), tuple(own[key].shape)
+    return None
+
+
+def check_fits(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], path: str | Path) -> None:
+    """Every tensor the checkpoint and the model share has the model's shape, or one the model takes on
+    load (else: one line naming the first that does not)."""
+    found = first_mismatch(model, state_dict)
+    if found is not None:
+        key, there, here = found
+        raise LTBenchError(
+            f"checkpoint {path} does not fit this config's model: {key} is {there} there but "
+            f"{here} here; use the config (classes, backbone, head) it was trained with"
+        )

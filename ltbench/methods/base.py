@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_info
 
+from ltbench.checkpoints import first_mismatch
 from ltbench.errors import LTBenchError
 from ltbench.methods.optim import OptimizerConfig, SchedulerConfig, build_optimizer, lr_factor, step_progress
 from ltbench.methods.stages import Stage, StagePlan
@@ -441,14 +442,14 @@ class LTMethod(L.LightningModule):
         """A tensor a module reshapes on load (``accepts_shape``: a whole token table read into its used
         rows) loads as weights, but the optimiser state saved for it cannot continue (its shape is the
         old one): one line instead of a size mismatch inside the optimiser step."""
-        own = dict(self.named_parameters())
-        for key, value in state_dict.items():
-            if key in own and hasattr(value, "shape") and tuple(value.shape) != tuple(own[key].shape):
-                raise LTBenchError(
-                    f"cannot resume: the checkpoint's {key} is {tuple(value.shape)} and this model's "
-                    f"{tuple(own[key].shape)}, so its optimiser state does not fit; evaluate the checkpoint "
-                    "(ltbench test --ckpt_path) or start a new run from its weights"
-                )
+        params = dict(self.named_parameters())  # buffers may be refilled after loading (TSCNet's dictionary)
+        found = first_mismatch(self, {k: v for k, v in state_dict.items() if k in params}, accept_reshaped=False)
+        if found is not None:
+            key, there, here = found
+            raise LTBenchError(
+                f"cannot resume: the checkpoint's {key} is {there} and this model's {here}, so its optimiser "
+                "state does not fit; evaluate the checkpoint (ltbench test --ckpt_path) or start a new run from its weights"
+            )
 
     # ---- run record ------------------------------------------------------------------------
     def protocol(self) -> dict[str, Any]:
