@@ -15,7 +15,7 @@ class RunCSVLogger(CSVLogger):
 
     Lightning's CSV writer deletes an existing ``metrics.csv`` when it starts, so a resumed run's log
     would begin at the resumed epoch. With ``resume`` the old rows are read first, and when training
-    starts (``KeepFinishedEpochs``) those logged before the checkpoint's step are written back (rows
+    starts (``KeepEarlierRows``) those logged before the checkpoint's step are written back (rows
     without a step too); rows logged after it are dropped, as those steps are trained again.
     """
 
@@ -43,7 +43,7 @@ class RunCSVLogger(CSVLogger):
         writer.metrics_keys = list(header)
 
 
-class KeepFinishedEpochs(Callback):
+class KeepEarlierRows(Callback):
     """Restores a resumed run's earlier rows once training starts, at the step it resumes from
     (Lightning logs an epoch's last rows at its final step minus one, so they stay)."""
 

@@ -31,7 +31,7 @@ from ltbench.config_errors import ConfigParser, check_yaml_files
 from ltbench.data.base import LTDataModule
 from ltbench.errors import Interrupted, LTBenchError
 from ltbench.methods.base import LTMethod
-from ltbench.run_log import KeepFinishedEpochs, RunCSVLogger
+from ltbench.run_log import KeepEarlierRows, RunCSVLogger
 from ltbench.rundirs import CHECKPOINTS, RECORD, default_name, existing_run, last_checkpoint
 
 LINKS = {
@@ -162,8 +162,8 @@ class LTBenchCLI(LightningCLI):
             log = RunCSVLogger(save_dir=where.parent.parent, name=where.parent.name, version=where.name, resume=resume)
             trainer.loggers = [log, *added]
             if resume:
-                trainer.callbacks.append(KeepFinishedEpochs(log))
-        checkpoints = self._run_location(own_folder=False) / "checkpoints"
+                trainer.callbacks.append(KeepEarlierRows(log))
+        checkpoints = self._run_location(own_folder=False) / CHECKPOINTS
         for cb in trainer.checkpoint_callbacks:
             if cb.dirpath is None:
                 cb.dirpath = str(checkpoints)
