@@ -109,6 +109,7 @@ def test_every_method_is_registered():
 OWN_FACTS = {
     "TSCNet": dict(backbone="vit_tiny_patch16_224", backbone_kwargs=dict(img_size=8, patch_size=2, embed_dim=32, depth=2, num_heads=2), num_confounders=8, ccim_dim=16),
     "SeDA": dict(text_model="ltbench-tiny-text", width=32),
+    "MaPLe": dict(prompt_depth=2),  # the tiny CLIP's towers have 2 layers
 }
 METHOD_TASKS = [(cls, task) for cls in REGISTERED for task in cls.tasks]
 LABELS = torch.tensor([0, 1, 2, 3, 0, 0, 1, 3])
@@ -232,6 +233,22 @@ def _check_coop(m, task, x, y, logits, loss):
     assert loss.item() == pytest.approx(_np_ce(_np(logits), y.numpy()), rel=1e-5)
 
 
+def _check_maple(m, task, x, y, logits, loss):
+    # each layer's vision prompts are its text prompts through that layer's Linear; logits are scale * cos of
+    # the two prompted towers' embeddings; only the prompts train
+    assert sorted(n for n, p in m.named_parameters() if p.requires_grad) == [f"prompts.{k}" for k in ("context", "coupling_bias", "coupling_weight", "deep_text")]
+    p = m.prompts
+    with torch.no_grad():
+        t, v = p.text_prompts()[0], p.vision_prompts()[0]
+        for j in range(p.depth):
+            assert torch.allclose(v[j], F.linear(t[j], p.coupling_weight[0, j], p.coupling_bias[0, j]), atol=1e-6)
+        img = _np(m.clip.encode_image_with_prompts(x, v[None])[0])
+        text = _np(m.clip.encode_with_context(p.context, m.class_names, m.sentences, deep=p.deep_text)[0])
+    img, text = (a / np.linalg.norm(a, axis=-1, keepdims=True) for a in (img, text))
+    assert np.allclose(_np(logits), m.logit_scale * img @ text.T, atol=1e-4)
+    assert loss.item() == pytest.approx(_np_ce(_np(logits), y.numpy()), rel=1e-5)
+
+
 def _check_cocoop(m, task, x, y, logits, loss):
     # each image has its own prompts: the meta-net's shift of the context trains with it
     assert sorted(n.split(".")[0] for n, p in m.named_parameters() if p.requires_grad) == ["contexts", *["meta_net"] * 4]
@@ -285,7 +302,7 @@ OWN_MATHS = {
     "CrossEntropy": _check_ce, "BCE": _check_ce, "LogitAdjustment": _check_la, "BalancedSoftmax": _check_bs,
     "CosineClassifier": _check_cosine, "CRT": _check_crt, "ASL": _check_asl, "Focal": _check_focal,
     "DBFocal": _check_dbfocal, "TDE": _check_tde, "CPRFL": _check_cprfl,
-    "ZeroShotCLIP": _check_zeroshot, "CoOp": _check_coop, "CoCoOp": _check_cocoop, "CDC": _check_cdc,
+    "ZeroShotCLIP": _check_zeroshot, "CoOp": _check_coop, "CoCoOp": _check_cocoop, "MaPLe": _check_maple, "CDC": _check_cdc,
     "TSCNet": _check_tscnet, "SeDA": _check_seda,
 }  # fmt: skip
 
@@ -295,7 +312,8 @@ def test_every_method_trains_one_step_and_predicts(cls, task):
     assert cls.__name__ in OWN_MATHS, f"add a check of {cls.__name__}'s own maths to OWN_MATHS"
     torch.manual_seed(0)
     clip = issubclass(cls, CLIPPromptMethod)  # frozen CLIP towers instead of a backbone: the tiny random one
-    facts = {**FACTS, "backbone": None, "clip_model": TINY_CLIP, "clip_pretrained": None} if clip else {**FACTS, **OWN_FACTS.get(cls.__name__, {})}
+    facts = {**FACTS, "backbone": None, "clip_model": TINY_CLIP, "clip_pretrained": None} if clip else FACTS
+    facts = {**facts, **OWN_FACTS.get(cls.__name__, {})}
     m = cls(task=task, **facts)
     x = _x(8)
     y = LABELS if task == "multiclass" else F.one_hot(LABELS, 4).maximum(torch.eye(4)[[1, 1, 0, 0, 3, 2, 2, 0]].long())

@@ -234,7 +234,7 @@ def test_checkpoints_hold_prompts_not_towers():
 def test_closed_set_methods_refuse_other_classes():
     ce = CrossEntropy(backbone="tiny_cnn", num_classes=5, class_names=NAMES, in_chans=1)
     ce.use_class_sets([NAMES])
-    with pytest.raises(LTBenchError, match="open-vocabulary method: ZeroShotCLIP, CoOp, CoCoOp, CDC\\)"):
+    with pytest.raises(LTBenchError, match="open-vocabulary method: ZeroShotCLIP, CoOp, CoCoOp, MaPLe, CDC\\)"):
         ce.use_class_sets([NAMES, ["five", "six"]])
 
 
@@ -247,7 +247,7 @@ def test_the_advice_lists_the_registered_open_vocabulary_methods(monkeypatch):
     monkeypatch.setattr(registry, "PromptSRC", PromptSRC, raising=False)
     monkeypatch.setattr(registry, "__all__", [*registry.__all__, "PromptSRC"])
     ce = CrossEntropy(backbone="tiny_cnn", num_classes=5, class_names=NAMES, in_chans=1)
-    with pytest.raises(LTBenchError, match="method: ZeroShotCLIP, CoOp, CoCoOp, CDC, PromptSRC\\)"):
+    with pytest.raises(LTBenchError, match="method: ZeroShotCLIP, CoOp, CoCoOp, MaPLe, CDC, PromptSRC\\)"):
         ce.use_class_sets([NAMES, ["five", "six"]])
 
 

@@ -17,6 +17,7 @@ from ltbench.methods.tde import TDE
 from ltbench.methods.cprfl import CPRFL
 from ltbench.methods.clip_prompt import CoCoOp, CoOp, ZeroShotCLIP
 from ltbench.methods.cdc import CDC
+from ltbench.methods.maple import MaPLe
 from ltbench.methods.seda import SeDA
 from ltbench.methods.tscnet import TSCNet
 
@@ -24,5 +25,5 @@ __all__ = ["LTMethod", "Stage", "CrossEntropy", "LogitAdjustment", "BalancedSoft
 __all__ += ["BCE", "ASL", "Focal", "DBFocal"]
 __all__ += ["TDE"]
 __all__ += ["CPRFL"]
-__all__ += ["ZeroShotCLIP", "CoOp", "CoCoOp", "CDC"]
+__all__ += ["ZeroShotCLIP", "CoOp", "CoCoOp", "MaPLe", "CDC"]
 __all__ += ["SeDA", "TSCNet"]

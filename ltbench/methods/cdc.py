@@ -9,6 +9,8 @@ consistency. Every inferred form is an option here.
 
 A training step makes M augmented views of the batch on the device and runs the image tower once on
 the (M * B) batch; template m scores view m. At evaluation every template scores the plain view.
+With ``prompt_style: maple`` each template is a set of MaPLe's coupled text and vision prompts, so view m
+goes through the image tower under template m's prompts, and evaluation runs the tower M times.
 Per template, logits -> evidence -> Dirichlet opinion; the M opinions fuse with Dempster's rule in
 template order; the prediction is the argmax of the fused belief (scores: the fused Dirichlet's mean)
 and the fused uncertainty u goes with it.
@@ -39,6 +41,8 @@ class CDC(CLIPPromptMethod):
         num_templates: int = 4,
         n_ctx: int = 4,
         context_inits: Optional[list[str]] = None,
+        prompt_style: Literal["coop", "maple"] = "coop",
+        prompt_depth: int = 9,
         augmentation: Literal["aug1", "aug2", "none"] = "aug1",
         evidence_fn: EvidenceFn = "softplus",
         evidence_temperature: float = 1.0,
@@ -54,8 +58,11 @@ class CDC(CLIPPromptMethod):
         """
         Args:
             num_templates: M learnable templates (paper's main setting: 4).
-            n_ctx: context tokens per template (CoOp-style text prompts; 4).
+            n_ctx: context tokens per template (CoOp-style: 4; MaPLe's: 2).
             context_inits: one hand-crafted template per learnable one (default: 4 of CLIP's ImageNet templates).
+            prompt_style: ``coop`` (learnable text contexts) or ``maple`` (each template a set of MaPLe's coupled
+                text and vision prompts, so the image tower runs once per template, at evaluation too).
+            prompt_depth: layers with prompts under ``maple`` (MaPLe: 9).
             augmentation: per-template views, ``aug1`` (common augmentations), ``aug2`` (plus a random-resized
                 crop), or ``none`` (every template sees the plain view).
             evidence_fn: logits -> evidence: ``softplus`` (TMC), ``exp`` (of logits / temperature clamped to
@@ -80,7 +87,13 @@ class CDC(CLIPPromptMethod):
         if augmentation != "none" and augmentation not in AUGMENT_SETS:
             raise LTBenchError(f"CDC: augmentation {augmentation!r}; expected one of {', '.join(AUGMENT_SETS)} or none")
         evidence(torch.zeros(1), evidence_fn)  # refuse an unknown evidence function now
-        self.init_contexts(inits[:num_templates], n_ctx)
+        if prompt_style == "maple":
+            self.init_multimodal_prompts(inits[:num_templates], n_ctx, prompt_depth)
+        elif prompt_style == "coop":
+            self.init_contexts(inits[:num_templates], n_ctx)
+        else:
+            raise LTBenchError(f"CDC: prompt_style {prompt_style!r}; expected coop or maple")
+        self.prompt_style = prompt_style
         self.num_templates = num_templates
         self.augmentation = augmentation
         self.evidence_fn, self.evidence_temperature, self.evidence_clamp = evidence_fn, evidence_temperature, evidence_clamp
@@ -97,11 +110,11 @@ class CDC(CLIPPromptMethod):
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Training: logits (M, B, C) of each template on its own view, and the templates' class embeddings (M, C, E)."""
-        b = x.shape[0]
         if self.augmentation == "none":
-            image = self.image_features(x).unsqueeze(0)
+            image = self.template_image_features(x)
         else:
-            image = self.image_features(self.views(x), fitted=True).view(self.num_templates, b, -1)
+            views = self.views(x)
+            image = self.template_image_features(views.view(self.num_templates, x.shape[0], *views.shape[1:]), fitted=True)
         text = self.template_text()
         return {"logits": self.cosine_logits(image, text), "text": text, "image": image}
 
@@ -116,7 +129,7 @@ class CDC(CLIPPromptMethod):
     def inference_outputs(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Every template scores the plain view; scores are the fused Dirichlet's mean (argmax = the fused
         belief's), with the fused uncertainty."""
-        logits = self.cosine_logits(self.image_features(x), self.template_text())
+        logits = self.cosine_logits(self.template_image_features(x), self.template_text())
         fused = self.fused(logits)
         alpha = fused.alpha()
         return {"scores": alpha / alpha.sum(-1, keepdim=True), "uncertainty": fused.uncertainty}
@@ -172,7 +185,9 @@ class CDC(CLIPPromptMethod):
         hp = self.hparams
         return {
             **super().method_protocol(),
-            "prompts": f"CDC-like: {self.num_templates} learnable templates x {hp.get('n_ctx')} tokens (CoOp-style) + t0",
+            "prompts": f"CDC-like: {self.num_templates} learnable templates x {hp.get('n_ctx')} tokens + t0, " + (
+                f"MaPLe-style (depth {hp.get('prompt_depth')}, sentences {list(self.sentences)})" if self.prompts is not None else "CoOp-style"
+            ),
             "context_inits": list(hp.get("context_inits") or TEMPLATE_INITS)[: self.num_templates],
             "augmentation": self.augmentation,
             "evidence": {"fn": self.evidence_fn, "temperature": self.evidence_temperature, "clamp": self.evidence_clamp},

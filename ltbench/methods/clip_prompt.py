@@ -20,6 +20,7 @@ from ltbench.errors import LTBenchError
 from ltbench.methods.base import LTMethod
 from ltbench.models.clip_prompt import FrozenCLIP
 from ltbench.models.clip_text import DEFAULT_TEMPLATE, class_prompts
+from ltbench.models.multimodal_prompts import MultimodalPrompts
 
 
 class CLIPPromptMethod(LTMethod):
@@ -55,6 +56,8 @@ class CLIPPromptMethod(LTMethod):
         self.logit_scale = float(logit_scale) if logit_scale is not None else self.clip.logit_scale
         self.freeze = (*self.freeze, "clip")
         self.contexts: Optional[nn.Parameter] = None
+        self.prompts: Optional[MultimodalPrompts] = None
+        self.sentences: tuple[str, ...] = ("{}.",)
         self._class_sets: list[list[str]] = [list(self.class_names)]
         self._active = 0
         self._t0: dict[tuple[str, ...], torch.Tensor] = {}
@@ -65,6 +68,17 @@ class CLIPPromptMethod(LTMethod):
         if n_ctx < 1:
             raise LTBenchError(f"{type(self).__name__}: n_ctx={n_ctx}; expected at least one context token")
         self.contexts = nn.Parameter(torch.stack([self.clip.context_from_template(t, n_ctx) for t in templates]))
+
+    def init_multimodal_prompts(self, templates: list[str], n_ctx: int, depth: int) -> None:
+        """M sets of MaPLe prompts (text and coupled vision prompts in the first ``depth`` layers), the m-th
+        initialised from ``templates[m]`` as MaPLe's code does (its first n_ctx tokens learnable, the rest
+        fixed words of the sentence)."""
+        if n_ctx < 1:
+            raise LTBenchError(f"{type(self).__name__}: n_ctx={n_ctx}; expected at least one context token")
+        self.clip.check_prompt_depth(depth)
+        inits = [self.clip.maple_context(t, n_ctx) for t in templates]
+        self.sentences = tuple(sentence for _, sentence in inits)
+        self.prompts = MultimodalPrompts(torch.stack([ctx for ctx, _ in inits]), depth, self.clip.vision_width)
 
     # ---- class sets ------------------------------------------------------------------------------
     def use_class_sets(self, class_sets: list[list[str]]) -> None:
@@ -97,17 +111,35 @@ class CLIPPromptMethod(LTMethod):
     def template_text(self) -> torch.Tensor:
         """Normalised embeddings (M, C, E) of the learnable templates for the active class set; in
         evaluation computed once per class set (no gradient), in training every step."""
-        if self.contexts is None:
-            raise LTBenchError(f"{type(self).__name__} has no learnable templates")
         if self.training:
-            return F.normalize(self.clip.encode_with_context(self.contexts, self.active_classes), dim=-1)
+            return self._encode_templates()
         if self._active not in self._eval_text:
             with torch.no_grad():
-                self._eval_text[self._active] = F.normalize(self.clip.encode_with_context(self.contexts, self.active_classes), dim=-1)
+                self._eval_text[self._active] = self._encode_templates()
         return self._eval_text[self._active]
+
+    def _encode_templates(self) -> torch.Tensor:
+        if self.prompts is not None:
+            p = self.prompts
+            text = self.clip.encode_with_context(p.context, self.active_classes, self.sentences, deep=p.deep_text)
+        elif self.contexts is not None:
+            text = self.clip.encode_with_context(self.contexts, self.active_classes)
+        else:
+            raise LTBenchError(f"{type(self).__name__} has no learnable templates")
+        return F.normalize(text, dim=-1)
 
     def image_features(self, x: torch.Tensor, fitted: bool = False) -> torch.Tensor:
         return F.normalize(self.clip.encode_image(x, fitted), dim=-1)
+
+    def template_image_features(self, x: torch.Tensor, fitted: bool = False) -> torch.Tensor:
+        """Normalised image embeddings per template, (M, B, E); (1, B, E) when the image tower takes no
+        prompts and ``x`` (B, ...) is one view for all. ``x``: (B, C, H, W), or (M, B, C, H, W) one view per
+        template."""
+        if self.prompts is not None:
+            return F.normalize(self.clip.encode_image_with_prompts(x, self.prompts.vision_prompts(), fitted), dim=-1)
+        if x.dim() == 5:
+            return self.image_features(x.flatten(0, 1), fitted).view(x.shape[0], x.shape[1], -1)
+        return self.image_features(x, fitted).unsqueeze(0)
 
     def cosine_logits(self, image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         """scale * cos: image (..., B, E) against text (..., C, E) -> (..., B, C), in float32."""

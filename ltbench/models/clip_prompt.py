@@ -1,12 +1,13 @@
 """A frozen open_clip model (image and text towers) with prompt-able text encoding, for prompt learners
-(zero-shot CLIP, CoOp, CDC).
+(zero-shot CLIP, CoOp, CoCoOp, CDC, MaPLe).
 
 Learnable context vectors are spliced in after the SOS token of ``"X X ... X {class name}."`` and the
 sequence runs through open_clip's own text modules (token embedding, positional embedding, the
 transformer with its causal mask, final norm, text projection); nothing of the tower is copied.
 Class names are tokenised and embedded once per class set and cached, so a step only runs the
 transformer. The image tower takes any input: one channel is repeated to three and the image is
-resized on the device to the tower's input size.
+resized on the device to the tower's input size. MaPLe's deep prompts run both towers block by block
+with open_clip's own blocks (``run_blocks``), replacing the prompt positions at each prompted layer.
 
 The towers never train: no gradient, eval mode whatever ``train()`` is asked, and their weights are
 left out of checkpoints (they come back from ``model_name``/``pretrained`` when the model is built).
@@ -118,14 +119,19 @@ class FrozenCLIP(nn.Module):
         with torch.no_grad():
             return emb(tokens.to(emb.weight.device)).to(self.clip.text.transformer.get_cast_dtype())
 
-    def encode_embeddings(self, x: torch.Tensor, eot: torch.Tensor) -> torch.Tensor:
+    def encode_embeddings(self, x: torch.Tensor, eot: torch.Tensor, deep: Optional[torch.Tensor] = None) -> torch.Tensor:
         """open_clip's text path from token embeddings (N, L, W): + positions, causal transformer,
-        final norm, the EOT feature times the projection. (N, E) in float32, not normalised."""
+        final norm, the EOT feature times the projection. (N, E) in float32, not normalised.
+        ``deep`` (N, D, n_ctx, W): prompts that replace positions 1 .. n_ctx at layers 1 .. D (MaPLe)."""
         text = self.clip.text
         n = x.shape[1]
         x = x + text.positional_embedding[:n].to(x.dtype)
         mask = text.attn_mask[:n, :n] if text.attn_mask is not None else None
-        x = text.ln_final(text.transformer(x, attn_mask=mask))
+        if deep is None:
+            x = text.transformer(x, attn_mask=mask)
+        else:
+            x = run_blocks(text.transformer, x, mask, deep.to(x.dtype), start=1)
+        x = text.ln_final(x)
         pooled = x[torch.arange(x.shape[0], device=x.device), eot.to(x.device)]
         proj = text.text_projection
         if proj is not None:
@@ -138,29 +144,45 @@ class FrozenCLIP(nn.Module):
         with torch.no_grad():
             return self.encode_embeddings(self._embed(tokens), eot)
 
-    def class_embeddings(self, class_names: Sequence[str], n_ctx: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Token embeddings (C, L, W) of ``"X"*n_ctx + " name."`` and the EOT positions, made once per class set."""
-        key = (tuple(class_names), n_ctx)
+    def class_embeddings(
+        self, class_names: Sequence[str], n_ctx: int, sentences: Sequence[str] = ("{}.",)
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token embeddings (S, C, L, W) of ``"X"*n_ctx + " " + sentence`` for each of the S sentence templates
+        and class, and the EOT positions (S, C); made once per class set. ``"{}."`` is CoOp's sentence; MaPLe
+        keeps the init words beyond its context in it (``"of a {}."``)."""
+        key = (tuple(class_names), n_ctx, tuple(sentences))
         if key not in self._names:
             prefix = " ".join([PLACEHOLDER] * n_ctx)
-            tokens, eot = self.tokenize(class_prompts(class_names, prefix + " {}." if n_ctx else "{}."))
-            self._names[key] = (self._embed(tokens), eot.to(self.clip.text.token_embedding.weight.device))
+            texts = [t for s in sentences for t in class_prompts(class_names, f"{prefix} {s}" if n_ctx else s)]
+            tokens, eot = self.tokenize(texts)
+            emb = self._embed(tokens)
+            shape = (len(sentences), len(class_names))
+            self._names[key] = (emb.view(*shape, *emb.shape[1:]), eot.to(emb.device).view(shape))
         return self._names[key]
 
-    def encode_with_context(self, context: torch.Tensor, class_names: Sequence[str]) -> torch.Tensor:
-        """Class embeddings (M, C, E) of M learnable contexts (M, n_ctx, W), spliced after SOS; one transformer call."""
+    def encode_with_context(
+        self,
+        context: torch.Tensor,
+        class_names: Sequence[str],
+        sentences: Sequence[str] = ("{}.",),
+        deep: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
+        """Class embeddings (M, C, E) of M learnable contexts (M, n_ctx, W) spliced after SOS; one transformer call.
+
+        ``sentences``: one template for all M contexts or one each. ``deep`` (M, D, n_ctx, W): MaPLe's deeper
+        prompts, which replace the context positions at layers 1 .. D of the text transformer."""
         m, n_ctx, w = context.shape
-        emb, eot = self.class_embeddings(class_names, n_ctx)
-        c, length = emb.shape[0], emb.shape[1]
+        emb, eot = self.class_embeddings(class_names, n_ctx, sentences)
+        c, length = emb.shape[1], emb.shape[2]
+        emb = emb.expand(m, -1, -1, -1)
         x = torch.cat(
-            [
-                emb[None, :, :1].expand(m, c, 1, w),
-                context[:, None].to(emb.dtype).expand(m, c, n_ctx, w),
-                emb[None, :, 1 + n_ctx :].expand(m, c, length - 1 - n_ctx, w),
-            ],
+            [emb[:, :, :1], context[:, None].to(emb.dtype).expand(m, c, n_ctx, w), emb[:, :, 1 + n_ctx :]],
             dim=2,
         )
-        return self.encode_embeddings(x.reshape(m * c, length, w), eot.repeat(m)).view(m, c, -1)
+        per_row = None
+        if deep is not None:  # (M, D, n, W) -> (M * C, D, n, W), template-major as the rows
+            per_row = deep.unsqueeze(1).expand(m, c, *deep.shape[1:]).flatten(0, 1)
+        return self.encode_embeddings(x.reshape(m * c, length, w), eot.expand(m, c).reshape(-1), per_row).view(m, c, -1)
 
     def context_from_template(self, template: str, n_ctx: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """(n_ctx, W) initial context from a hand-crafted template's words before ``{}``: its last n_ctx
@@ -177,8 +199,81 @@ class FrozenCLIP(nn.Module):
                 init[n_ctx - k :] = emb[emb.shape[0] - k :]
         return init
 
+    def maple_context(self, template: str, n_ctx: int, generator: Optional[torch.Generator] = None) -> tuple[torch.Tensor, str]:
+        """MaPLe's reading of a context init: the first n_ctx tokens of the words before ``{}`` become the
+        (n_ctx, W) learnable context, the rest stay in the sentence as fixed words ("a photo of a {}." with
+        n_ctx 2: context "a photo", sentence "of a {}."). With no more tokens than n_ctx, CoOp's init
+        (``context_from_template``) and the bare sentence."""
+        if "{}" not in template:
+            raise LTBenchError(f"context template {template!r} has no '{{}}' where the class name goes")
+        words, after = template.split("{}", 1)
+        ids = torch.zeros(0, dtype=torch.long)
+        if words.strip():
+            tokens, eot = self.tokenize([words.strip()])
+            ids = tokens[0, 1 : int(eot[0])]
+        if ids.numel() <= n_ctx:
+            return self.context_from_template(template, n_ctx, generator), "{}" + after
+        decode = getattr(self.tokenizer, "decode", None)
+        if decode is None:
+            raise LTBenchError(f"CLIP {self.model_name!r}: its tokenizer cannot decode, so the words after a MaPLe context cannot be kept")
+        rest = decode(ids[n_ctx:].tolist()).strip()
+        return self._embed(ids[:n_ctx][None])[0].float().cpu(), f"{rest} {{}}{after}"
+
+    # ---- MaPLe's deep prompts ------------------------------------------------------------------
+    def _prompted_visual(self) -> nn.Module:
+        v = self.clip.visual
+        if not all(hasattr(v, a) for a in ("_embeds", "_pool", "transformer", "ln_pre")):
+            raise LTBenchError(f"CLIP {self.model_name!r}: vision prompts need open_clip's VisionTransformer image tower, not {type(v).__name__}")
+        return v
+
+    @property
+    def vision_width(self) -> int:
+        return int(self._prompted_visual().transformer.width)
+
+    def check_prompt_depth(self, depth: int) -> None:
+        """Refuse a MaPLe depth that either tower cannot take, and an image tower that takes no prompts."""
+        layers = min(len(self.clip.text.transformer.resblocks), len(self._prompted_visual().transformer.resblocks))
+        if not 1 <= depth <= layers:
+            raise LTBenchError(f"prompt_depth={depth}; CLIP {self.model_name!r} has {layers} layers per tower, so expected 1..{layers}")
+
+    def encode_image_with_prompts(self, x: torch.Tensor, prompts: torch.Tensor, fitted: bool = False) -> torch.Tensor:
+        """Image embeddings (M, B, E), float32, not normalised, under M sets of vision prompts (M, depth, n_ctx, Wv).
+
+        As MaPLe: the layer-0 prompts join the sequence after the patch tokens, after the positional embedding
+        and before ``ln_pre`` (token-wise, so applied to each part alike); layers 1 .. depth-1 replace them with
+        their own; the pooled feature is the class token's. ``x``: (B, 3, H, W) seen by every set, or
+        (M, B, 3, H, W), one view per set. The patch embedding, which no prompt reaches, runs without gradient."""
+        v = self._prompted_visual()
+        m, depth, n_ctx, wv = prompts.shape
+        views = x.dim() == 5
+        flat = x.flatten(0, 1) if views else x
+        with torch.no_grad():
+            tokens = v._embeds(flat if fitted else self.fit_input(flat))
+        b, length = (x.shape[1] if views else x.shape[0]), tokens.shape[1]
+        tokens = tokens.view(-1, b, length, wv).expand(m, b, length, wv).flatten(0, 1)
+        p = prompts.to(tokens.dtype).unsqueeze(1).expand(m, b, depth, n_ctx, wv).flatten(0, 1)
+        seq = torch.cat([tokens, v.ln_pre(p[:, 0])], dim=1)
+        out = run_blocks(v.transformer, seq, None, p[:, 1:], start=length)
+        pooled, _ = v._pool(out[:, :length])
+        if v.proj is not None:
+            pooled = pooled @ v.proj
+        return pooled.float().view(m, b, -1)
+
     def extra_repr(self) -> str:
         return f"model={self.model_name!r}, image_size={self.image_size}, logit_scale={self.logit_scale:.2f}, frozen"
 
 
-__all__ = ["FrozenCLIP", "TINY_CLIP", "fit_input"]
+def run_blocks(transformer: nn.Module, x: torch.Tensor, attn_mask: Optional[torch.Tensor], deep: torch.Tensor, start: int) -> torch.Tensor:
+    """open_clip's ``Transformer`` block by block on (N, L, W), with MaPLe's deeper prompts: before block i
+    (1 <= i <= D) the n_ctx positions from ``start`` become ``deep[:, i - 1]`` (deep: (N, D, n_ctx, W))."""
+    if not getattr(transformer, "batch_first", True):
+        raise LTBenchError("deep prompts need open_clip's batch-first transformer")
+    n = deep.shape[2]
+    for i, block in enumerate(transformer.resblocks):
+        if 1 <= i <= deep.shape[1]:
+            x = torch.cat([x[:, :start], deep[:, i - 1], x[:, start + n :]], dim=1)
+        x = block(x, attn_mask=attn_mask)
+    return x
+
+
+__all__ = ["FrozenCLIP", "TINY_CLIP", "fit_input", "run_blocks"]
