@@ -14,7 +14,7 @@ import torch
 from ltbench.cli import run
 from ltbench.data import ImageNetVariant
 from ltbench.data.imagenet_variants import LAYOUTS
-from ltbench.data.synthetic import write_fake_image_folders, write_imagenet_classnames
+from ltbench.data.synthetic import write_fake_image_folders, write_fake_imagenet, write_imagenet_classnames
 from ltbench.errors import DataError
 from tests.helpers import REPO
 
@@ -135,3 +135,29 @@ def test_zero_shot_clip_tests_on_a_target_through_the_cli(tmp_path, classnames):
     assert record["dataset"] == "ImageNetA" and record["protocol"]["split"].startswith("test-only: all 6 images under imagenet-a/")
     assert record["per_class"]["class_names"] == [NAMES[k] for k in SUBSET]
     assert record["num_test_samples"] == record["test_split_size"] == 6 and 0 <= record["metrics"]["acc"] <= 1
+
+
+@pytest.mark.slow
+def test_prompts_trained_on_imagenet_test_on_a_target_as_the_xd_config_says(tmp_path):
+    """The documented command: fit cdc_imagenet_xd.yaml (16-shot ImageNet, here a 12-class fixture and the tiny
+    CLIP), then `ltbench test --data configs/data/tv_imagenet_v2.yaml --ckpt_path`: the trained prompts score V2,
+    with the class names of ImageNet's meta.bin, as the source run named them."""
+    data = tmp_path / "data"
+    write_fake_imagenet(data / "imagenet", WNIDS, NAMES, per_class=2)
+    write_fake_image_folders(data / "imagenetv2" / "imagenetv2-matched-frequency-format-val", [str(k) for k in range(12)], per_class=1, ext="jpeg")
+    xd = str(REPO / "configs" / "cdc_imagenet_xd.yaml")
+    cpu = ["--model.init_args.clip_model", "ltbench-tiny-clip", "--model.init_args.clip_pretrained", "null", "--trainer.accelerator", "cpu",
+           "--trainer.precision", "32-true", "--trainer.benchmark", "false", "--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false",
+           "--trainer.callbacks", "null", "--run_dir", str(tmp_path / "runs")]  # fmt: skip
+    source = ["--data.init_args.data.init_args.root", str(data / "imagenet"), "--data.init_args.data.init_args.image_size", "16",
+              "--data.init_args.data.init_args.num_workers", "0"]  # fmt: skip
+    fit = run(["fit", "--config", xd, *source, *cpu, "--test_after_fit", "false"])
+    assert fit.model.class_names == NAMES
+    ckpt = next((tmp_path / "runs").rglob("last.ckpt"))
+    target = ["--data", str(REPO / "configs" / "data" / "tv_imagenet_v2.yaml"), "--data.init_args.root", str(data / "imagenetv2"),
+              "--data.init_args.imagenet_root", str(data / "imagenet"), "--data.init_args.image_size", "16", "--data.init_args.num_workers", "0"]  # fmt: skip
+    cli = run(["test", "--config", xd, *target, *cpu, "--ckpt_path", str(ckpt)])
+    record = json.loads(cli.model.record_path.read_text())
+    assert record["dataset"] == "ImageNetV2" and record["per_class"]["class_names"] == NAMES and record["num_test_samples"] == 12
+    assert record["protocol"]["class_names_from"] == str(data / "imagenet" / "meta.bin")
+    assert torch.equal(cli.model.contexts.detach(), torch.load(ckpt, weights_only=True)["state_dict"]["contexts"])

@@ -146,6 +146,19 @@ def write_fake_image_folders(folder: str | Path, class_folders: list[str], per_c
     return folder
 
 
+def write_fake_imagenet(root: str | Path, wnids: list[str], names: list[str], per_class: int = 2, seed: int = 0) -> Path:
+    """torchvision's ImageNet layout under ``root`` once it has parsed the archives: ``meta.bin`` (wnid ->
+    names, val wnids), ``train/<wnid>/*.JPEG`` and ``val/<wnid>/*.JPEG``; returns ``root``."""
+    import torch
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    torch.save(({w: (n,) for w, n in zip(wnids, names)}, [w for w in wnids for _ in range(per_class)]), root / "meta.bin")
+    for split in ("train", "val"):
+        write_fake_image_folders(root / split, wnids, per_class=per_class, ext="JPEG", seed=seed + (split == "val"))
+    return root
+
+
 def write_imagenet_classnames(path: str | Path, wnids: list[str], names: list[str]) -> Path:
     """CoOp's ImageNet ``classnames.txt``: ``<wnid> <class name>`` lines in ImageNet's class order."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
