@@ -1,8 +1,10 @@
 """The prompt-learning papers' datasets through torchvision's classes: DTD and EuroSAT fixtures in their
-real on-disk layouts, official vs drawn splits, CoOp's split JSON, one-line errors, and base-to-new over them."""
+real on-disk layouts, official vs drawn splits, CoOp's split JSON, one-line errors, and base-to-new over them;
+UCF101 as CoOp ships it (mid-frames and its split file)."""
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import yaml
@@ -11,8 +13,10 @@ import torch
 
 from ltbench.cli import run
 from ltbench.data import BaseToNew, TorchvisionSet
-from ltbench.data.synthetic import write_coop_split, write_fake_dtd, write_fake_eurosat
+from ltbench.data.imagenet_variants import LAYOUTS
+from ltbench.data.synthetic import write_coop_split, write_fake_dtd, write_fake_eurosat, write_fake_ucf101
 from ltbench.data.torchvision_sets import SPECS
+from ltbench.models.clip_text import class_prompts
 from ltbench.errors import DataError, LTBenchError
 from tests.helpers import REPO
 
@@ -73,10 +77,42 @@ def test_bad_split_files_and_missing_data_fail_in_one_line(tmp_path):
         TorchvisionSet("DTD", split_file=str(split), image_size=16).dataset("train")[0]
 
 
-def test_every_paper_dataset_has_a_torchvision_class():
+def test_every_paper_dataset_has_a_torchvision_class_or_needs_coops_split_file():
     import torchvision.datasets as tvd
 
-    assert len(SPECS) == 10 and all(hasattr(tvd, name) for name in SPECS)
+    assert len(SPECS) == 11 and all(hasattr(tvd, name) for name, spec in SPECS.items() if not spec.split_file_from)
+    assert [name for name, spec in SPECS.items() if spec.split_file_from] == ["UCF101"]
+
+
+# CoOp's UCF101 labels follow classInd.txt (the CamelCase action names, sorted); frame folders split at capitals
+UCF_ACTIONS = ["ApplyEyeMakeup", "Archery", "BabyCrawling", "PlayingDaf", "YoYo"]
+UCF_CLASSES = ["Apply_Eye_Makeup", "Archery", "Baby_Crawling", "Playing_Daf", "Yo_Yo"]
+
+
+def test_ucf101_midframes_with_coops_split_file(tmp_path):
+    frames = write_fake_ucf101(tmp_path, UCF_ACTIONS, groups=3, clips=2)
+    assert sorted(p.name for p in frames.iterdir()) == UCF_CLASSES
+    split = write_coop_split(tmp_path / "ucf101" / "split_zhou_UCF101.json", frames, UCF_CLASSES, per_split=2)
+    dm = TorchvisionSet("UCF101", root=str(tmp_path), split_file=str(split), image_size=16)
+    assert dm.class_names == UCF_CLASSES and dm.train_class_counts == [2] * 5
+    assert class_prompts(dm.class_names)[0] == "a photo of a Apply Eye Makeup."
+    for part in ("train", "val", "test"):
+        items, targets = dm._parts[part]
+        assert len(items) == 10 and [UCF_CLASSES[t] for t in targets] == [Path(p).parent.name for _, p in items]
+    image, label, _ = dm.dataset("test")[3]
+    assert image.shape == (3, 16, 16) and label == 1
+    assert dm.protocol()["dataset"] == "UCF101" and dm.protocol()["split"] == "CoOp split file split_zhou_UCF101.json"
+    b2n = BaseToNew(dm, shots=1, shot_seed=0)
+    assert [s.class_names for s in b2n.test_class_sets()] == [UCF_CLASSES[:3], UCF_CLASSES[3:]]
+    assert b2n.train_class_counts == [1] * 3 and b2n.protocol()["dataset"] == "UCF101 base-to-new"
+    assert b2n.dataset("test").labels.tolist() == [0, 0, 1, 1, 2, 2]
+
+
+def test_ucf101_without_its_split_file_says_where_coop_publishes_it(tmp_path):
+    write_fake_ucf101(tmp_path, UCF_ACTIONS[:2], groups=1, clips=1)
+    with pytest.raises(DataError, match=r"UCF101: .*split file is required: give split_file \(split_zhou_UCF101.json, published at https://github.com/KaiyangZhou/CoOp/blob/main/DATASETS.md#ucf101\)") as e:
+        TorchvisionSet("UCF101", root=str(tmp_path)).class_names
+    assert "\n" not in str(e.value)
 
 
 class _NoDownload:
@@ -119,5 +155,5 @@ def test_cross_dataset_targets_resolve_with_the_source_config(piece, capsys):
         run(["test", "--config", str(REPO / "configs" / "cdc_imagenet_xd.yaml"), "--data", str(piece), "--print_config"])
     assert exit_.value.code == 0
     printed = yaml.safe_load(capsys.readouterr().out)
-    assert printed["data"]["class_path"] == "ltbench.data.TorchvisionSet"
-    assert printed["data"]["init_args"]["name"] in SPECS
+    names = {"ltbench.data.TorchvisionSet": SPECS, "ltbench.data.ImageNetVariant": LAYOUTS}[printed["data"]["class_path"]]
+    assert printed["data"]["init_args"]["name"] in names

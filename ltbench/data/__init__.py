@@ -7,6 +7,7 @@ from ltbench.data.lists import ImageListLT, ImageNetLT, INat2018, PlacesLT
 from ltbench.data.digits import DigitsLT
 from ltbench.data.base_to_new import BaseToNew, FewShot
 from ltbench.data.torchvision_sets import TorchvisionSet
+from ltbench.data.imagenet_variants import ImageNetVariant
 from ltbench.data.digits_ml import DigitsMLLT
 from ltbench.data.multilabel import COCOLT, VOCLT
 
@@ -16,6 +17,7 @@ __all__ = [
     "BaseToNew",
     "FewShot",
     "TorchvisionSet",
+    "ImageNetVariant",
     "CIFAR10LT",
     "CIFAR100LT",
     "ImageListLT",

@@ -10,6 +10,7 @@ import hashlib
 import io
 import json
 import pickle
+import re
 from pathlib import Path
 from typing import Optional
 
@@ -107,15 +108,61 @@ def write_fake_eurosat(root: str | Path, classes: list[str], per_class: int = 10
 
 def write_coop_split(path: str | Path, image_dir: str | Path, names: list[str], per_split: int = 2) -> Path:
     """CoOp's ``split_zhou_*.json`` for images already under ``image_dir/<class>/``: the first files of each
-    class, ``per_split`` for each of train, val, test, labels in ``names`` order."""
+    class, ``per_split`` for each of train, val, test, labels in ``names`` order, class names as the folders
+    (CoOp's files keep underscores: ``Apply_Eye_Makeup``, ``american_bulldog``)."""
     image_dir = Path(image_dir)
     out: dict[str, list] = {"train": [], "val": [], "test": []}
     for label, name in enumerate(names):
         files = sorted((image_dir / name).iterdir())
         for k, split in enumerate(out):
             for f in files[k * per_split : (k + 1) * per_split]:
-                out[split].append([f"{name}/{f.name}", label, name.replace("_", " ")])
+                out[split].append([f"{name}/{f.name}", label, name])
     Path(path).write_text(json.dumps(out))
+    return Path(path)
+
+
+def write_fake_ucf101(root: str | Path, actions: list[str], groups: int = 3, clips: int = 2, seed: int = 0) -> Path:
+    """CoOp's UCF101 frames under ``root``: ``ucf101/UCF-101-midframes/<Action_Name>/v_<ActionName>_g<gg>_c<cc>.jpg``
+    (``groups`` x ``clips`` videos per action, one middle frame each; folders split at capitals as CoOp
+    renames them); returns the frames folder."""
+    rng = np.random.default_rng(seed)
+    folder = Path(root) / "ucf101" / "UCF-101-midframes"
+    for action in actions:
+        renamed = "_".join(re.findall("[A-Z][^A-Z]*", action))
+        for g in range(1, groups + 1):
+            for c in range(1, clips + 1):
+                _write_jpeg(folder / renamed / f"v_{action}_g{g:02d}_c{c:02d}.jpg", rng)
+    return folder
+
+
+def write_fake_image_folders(folder: str | Path, class_folders: list[str], per_class: int = 2, ext: str = "jpg", seed: int = 0) -> Path:
+    """``folder/<class folder>/<n>.<ext>``, the layout of ImageNet-V2 (folders ``0``..``999``), -Sketch, -A
+    and -R (wnid folders); returns ``folder``."""
+    rng = np.random.default_rng(seed)
+    folder = Path(folder)
+    for k, name in enumerate(class_folders):
+        for i in range(per_class):
+            _write_jpeg(folder / name / f"{k:04d}_{i}.{ext}", rng)
+    return folder
+
+
+def write_fake_imagenet(root: str | Path, wnids: list[str], names: list[str], per_class: int = 2, seed: int = 0) -> Path:
+    """torchvision's ImageNet layout under ``root`` once it has parsed the archives: ``meta.bin`` (wnid ->
+    names, val wnids), ``train/<wnid>/*.JPEG`` and ``val/<wnid>/*.JPEG``; returns ``root``."""
+    import torch
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    torch.save(({w: (n,) for w, n in zip(wnids, names)}, [w for w in wnids for _ in range(per_class)]), root / "meta.bin")
+    for split in ("train", "val"):
+        write_fake_image_folders(root / split, wnids, per_class=per_class, ext="JPEG", seed=seed + (split == "val"))
+    return root
+
+
+def write_imagenet_classnames(path: str | Path, wnids: list[str], names: list[str]) -> Path:
+    """CoOp's ImageNet ``classnames.txt``: ``<wnid> <class name>`` lines in ImageNet's class order."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text("".join(f"{w} {n}\n" for w, n in zip(wnids, names)))
     return Path(path)
 
 

@@ -2,7 +2,9 @@
 
 ``TorchvisionSet(name=...)`` reads DTD, EuroSAT, Flowers102, OxfordIIITPet, Food101, FGVCAircraft,
 StanfordCars, Caltech101, SUN397 or ImageNet from torchvision's on-disk layout under ``root``
-(``download: true`` is torchvision's own downloader, where it has one). Splits:
+(``download: true`` is torchvision's own downloader, where it has one), and UCF101 as CoOp ships it
+(``ucf101/UCF-101-midframes/<Class_Name>/<video>.jpg``, one middle frame per video), which no
+torchvision class reads (torchvision's ``UCF101`` is for the videos): its split file is required. Splits:
 
 * ``split_file`` given: CoOp's split JSON (``split_zhou_<Name>.json``: ``{"train"|"val"|"test":
   [[relative image path, label, class name], ...]}``), images under ``image_dir`` (default: the
@@ -12,7 +14,10 @@ StanfordCars, Caltech101, SUN397 or ImageNet from torchvision's on-disk layout u
   has no validation split, 20% of train drawn with ``split_seed`` (CoOp's ``split_trainval``); where
   it has no split at all (EuroSAT, Caltech101, SUN397), a stratified 50 / 20 / 30 draw with
   ``split_seed`` (CoOp's proportions, not CoOp's files). ImageNet validates on its val set, which is
-  also the test set (as CoOp). The record says which (``split``).
+  also the test set (as CoOp). The record says which (``split``). UCF101 has no draw: its frames come
+  in groups of clips from one video session (``v_<Action>_g08_c01``...), so a per-image draw would put
+  near-duplicates of a test frame in train; CoOp's split file keeps UCF101's official train/test
+  groups apart.
 
 Labels and class names come from the dataset objects' indices (no image is opened for the facts).
 Images are decoded to uint8 at ``image_size``: CoOp's random-resized crop (scale 0.08-1, bicubic) and
@@ -39,7 +44,10 @@ from ltbench.errors import DataError, LTBenchError
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-Name = Literal["DTD", "EuroSAT", "Flowers102", "OxfordIIITPet", "Food101", "FGVCAircraft", "StanfordCars", "Caltech101", "SUN397", "ImageNet"]
+COOP_DATASETS = "https://github.com/KaiyangZhou/CoOp/blob/main/DATASETS.md"
+Name = Literal[
+    "DTD", "EuroSAT", "Flowers102", "OxfordIIITPet", "Food101", "FGVCAircraft", "StanfordCars", "Caltech101", "SUN397", "ImageNet", "UCF101"
+]
 
 
 @dataclass(frozen=True)
@@ -49,15 +57,18 @@ class Spec:
 
     ``downloadable``: torchvision's class takes ``download`` (ImageNet's does not). ``val_is_test``:
     without a val split, validate on the test split (CoOp's ImageNet) rather than on a draw from train.
+    ``split_file_from``: no torchvision class reads the dataset (UCF101's frames), so CoOp's split file
+    is required; where it is published.
     """
 
     splits: Optional[dict[str, str]]
     image_dir: str
-    labels: Callable[[Any], list[int]]
-    classes: Callable[[Any], list[str]]
+    labels: Optional[Callable[[Any], list[int]]] = None
+    classes: Optional[Callable[[Any], list[str]]] = None
     kwargs: Callable[[str], dict[str, Any]] = lambda split: {"split": split}
     downloadable: bool = True
     val_is_test: bool = False
+    split_file_from: Optional[str] = None
 
 
 def _attr(name: str) -> Callable[[Any], list[int]]:
@@ -77,16 +88,21 @@ SPECS: dict[str, Spec] = {
     "ImageNet": Spec(
         {"train": "train", "test": "val"}, "", _attr("targets"), lambda ds: [c[0] for c in ds.classes], downloadable=False, val_is_test=True
     ),
+    "UCF101": Spec(None, "ucf101/UCF-101-midframes", split_file_from=COOP_DATASETS + "#ucf101"),
 }
 TRAIN_VAL_FRACTION = 0.2
 NO_SPLIT_FRACTIONS = (0.5, 0.2, 0.3)
 
 
 class SourceItems(Dataset):
-    """Items of torchvision dataset objects (``(object, index)`` pairs) or of image files, with their labels."""
+    """Items of torchvision dataset objects (``(object, index)`` pairs) or of image files (``(None, path)``),
+    with their labels; ``expected`` says where a missing file was expected to be."""
 
-    def __init__(self, items: list[tuple[Any, Any]], targets: np.ndarray, transform: Callable, title: str) -> None:
-        self.items, self.targets, self.transform, self.title = items, targets, transform, title
+    def __init__(
+        self, items: list[tuple[Any, Any]], targets: np.ndarray, transform: Callable, title: str,
+        expected: str = "the split file's paths under image_dir",
+    ) -> None:  # fmt: skip
+        self.items, self.targets, self.transform, self.title, self.expected = items, targets, transform, title, expected
 
     def __len__(self) -> int:
         return len(self.items)
@@ -94,7 +110,7 @@ class SourceItems(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int, int]:
         source, key = self.items[i]
         if source is None:
-            image = open_rgb(key, f"{self.title} item {i}", "the split file's paths under image_dir")
+            image = open_rgb(key, f"{self.title} item {i}", self.expected)
         else:
             image = source[key][0]
             image = image.convert("RGB") if hasattr(image, "convert") else image
@@ -164,6 +180,11 @@ class TorchvisionSet(LTDataModule):
         if self.split_file:
             return self._from_split_file()
         spec = SPECS[self.name]
+        if spec.split_file_from:
+            raise DataError(
+                f"{self.name}: no torchvision class reads it, so CoOp's split file is required: give split_file "
+                f"(split_zhou_{self.name}.json, published at {spec.split_file_from}), with the images under image_dir ({self.image_dir})"
+            )
         rng = np.random.RandomState(self.split_seed)
         if spec.splits is None:
             ds = self._tv(None)
@@ -223,25 +244,29 @@ class TorchvisionSet(LTDataModule):
     def load_train_targets(self) -> np.ndarray:
         return self._parts["train"][1]
 
-    def train_transform(self) -> v2.Compose:
-        return v2.Compose([
-            v2.RandomResizedCrop(self.image_size, scale=(0.08, 1.0), interpolation=InterpolationMode.BICUBIC, antialias=True),
-            v2.RandomHorizontalFlip(), v2.PILToTensor(),
-        ])  # fmt: skip
-
-    def eval_transform(self) -> v2.Compose:
-        return v2.Compose([
-            v2.Resize(self.image_size, interpolation=InterpolationMode.BICUBIC, antialias=True),
-            v2.CenterCrop(self.image_size), v2.PILToTensor(),
-        ])  # fmt: skip
-
     def make_dataset(self, split: Split) -> Dataset:
         items, targets = self._parts[split]
-        transform = self.train_transform() if split == "train" else self.eval_transform()
+        transform = coop_train_transform(self.image_size) if split == "train" else clip_eval_transform(self.image_size)
         return SourceItems(items, targets, transform, f"{self.name} {split}")
 
     def protocol_extras(self) -> dict[str, Any]:
         return {"dataset": self.name, "split": self._parts["split"], "split_seed": None if self.split_file else self.split_seed}
+
+
+def coop_train_transform(size: int) -> v2.Compose:
+    """CoOp's training view: random-resized crop (scale 0.08-1, bicubic) and flip, uint8 out."""
+    return v2.Compose([
+        v2.RandomResizedCrop(size, scale=(0.08, 1.0), interpolation=InterpolationMode.BICUBIC, antialias=True),
+        v2.RandomHorizontalFlip(), v2.PILToTensor(),
+    ])  # fmt: skip
+
+
+def clip_eval_transform(size: int) -> v2.Compose:
+    """CLIP's evaluation view: bicubic resize of the short side and centre crop, uint8 out."""
+    return v2.Compose([
+        v2.Resize(size, interpolation=InterpolationMode.BICUBIC, antialias=True),
+        v2.CenterCrop(size), v2.PILToTensor(),
+    ])  # fmt: skip
 
 
 def _stratified(targets: np.ndarray, fractions: tuple[float, ...], rng: np.random.RandomState) -> list[np.ndarray]:
@@ -255,4 +280,4 @@ def _stratified(targets: np.ndarray, fractions: tuple[float, ...], rng: np.rando
     return [np.sort(np.concatenate(p)) for p in parts]
 
 
-__all__ = ["TorchvisionSet", "SPECS", "CLIP_MEAN", "CLIP_STD"]
+__all__ = ["TorchvisionSet", "SPECS", "SourceItems", "CLIP_MEAN", "CLIP_STD", "coop_train_transform", "clip_eval_transform"]
