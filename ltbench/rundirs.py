@@ -57,12 +57,24 @@ def agent_point_params() -> Optional[dict[str, Any]]:
     return {k: v["value"] if isinstance(v, dict) and "value" in v else v for k, v in raw.items() if k != "wandb_version"}
 
 
-def default_name(model_class: str, data_class: str, configs: list[str]) -> str:
-    """``<Method>-<Dataset>``, or under a ``wandb agent`` the sweep point's name from its first config."""
+def data_name(data: Any) -> str:
+    """The dataset part of a run name from the data config: the class, or the ``name`` a generic class is
+    given (``TorchvisionSet`` DTD -> ``DTD``, ``ImageNetVariant`` -> ``ImageNetA``), after the protocols that
+    wrap it (``BaseToNew-DTD``), so runs of one method on different datasets get different folders."""
+    if isinstance(data, Mapping):
+        args = data.get("init_args") or {}
+        own = args.get("name") if isinstance(args.get("name"), str) else str(data.get("class_path", "data")).rsplit(".", 1)[-1]
+        inner = args.get("data")
+        return f"{own}-{data_name(inner)}" if isinstance(inner, Mapping) and inner.get("class_path") else own
+    return str(data).rsplit(".", 1)[-1]
+
+
+def default_name(model_class: str, data: Any, configs: list[str]) -> str:
+    """``<Method>-<Dataset>`` (see ``data_name``), or under a ``wandb agent`` the sweep point's name from its first config."""
     params = agent_point_params()
     if params and configs:
         return sweep_point_name(Path(configs[0]).stem, params)
-    return f"{model_class.rsplit('.', 1)[-1]}-{data_class.rsplit('.', 1)[-1]}"
+    return f"{model_class.rsplit('.', 1)[-1]}-{data_name(data)}"
 
 
 def last_checkpoint(checkpoints: Path) -> Optional[Path]:

@@ -94,7 +94,7 @@ class LTBenchCLI(LightningCLI):
         """
         cfg = self._sub()
         configs = [str(c) for c in (cfg.get("config") or [])]
-        name = cfg.get("name") or default_name(cfg["model"]["class_path"], cfg["data"]["class_path"], configs)
+        name = cfg.get("name") or default_name(cfg["model"]["class_path"], _as_dict(cfg["data"]), configs)
         where = Path(cfg.get("run_dir") or "runs") / name / (cfg.get("version") or f"seed{cfg.get('seed_everything')}")
         if not own_folder or self.subcommand in (None, "fit") or not (where / "checkpoints").is_dir():
             return where
@@ -342,3 +342,7 @@ def build(args: list[str]) -> tuple[LTMethod, LTDataModule]:
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
         cli = run(args, run=False)
     return cli.model, cli.datamodule
+
+
+def _as_dict(value: Any) -> Any:
+    return value.as_dict() if isinstance(value, Namespace) else value

@@ -376,3 +376,15 @@ def test_the_console_script_exits_zero_on_success(tmp_path):
     sweep = [sys.executable, "-c", script, "tde-alpha-sweep", "--config", tde, "--ckpt_path", str(ckpt), "--alphas", "0", "--run_dir", str(tmp_path / "a")]
     proc = subprocess.run(sweep, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and "{'alpha'" not in proc.stderr, proc.stderr[-2000:]
+
+
+def test_runs_of_one_method_on_different_datasets_get_their_own_folders():
+    """The run name follows the dataset, not a generic data class: testing one checkpoint on ten
+    TorchvisionSet targets must not write ten records into one folder."""
+    from ltbench.rundirs import data_name, default_name
+
+    tv = {"class_path": "ltbench.data.TorchvisionSet", "init_args": {"name": "DTD", "root": "data"}}
+    assert default_name("ltbench.methods.CDC", tv, []) == "CDC-DTD"
+    assert data_name({"class_path": "ltbench.data.BaseToNew", "init_args": {"shots": 16, "data": tv}}) == "BaseToNew-DTD"
+    assert data_name({"class_path": "ltbench.data.DigitsLT", "init_args": {"imb_ratio": 100}}) == "DigitsLT"
+    assert data_name({"class_path": "ltbench.data.ImageNetVariant", "init_args": {"name": "ImageNetR"}}) == "ImageNetR"

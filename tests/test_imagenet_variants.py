@@ -161,3 +161,11 @@ def test_prompts_trained_on_imagenet_test_on_a_target_as_the_xd_config_says(tmp_
     assert record["dataset"] == "ImageNetV2" and record["per_class"]["class_names"] == NAMES and record["num_test_samples"] == 12
     assert record["protocol"]["class_names_from"] == str(data / "imagenet" / "meta.bin")
     assert torch.equal(cli.model.contexts.detach(), torch.load(ckpt, weights_only=True)["state_dict"]["contexts"])
+    # a second target, no --name: its own folder, the first target's record stays (runs are named by dataset)
+    write_fake_image_folders(data / "imagenet-a", [WNIDS[k] for k in SUBSET], per_class=1)
+    target_a = ["--data", str(REPO / "configs" / "data" / "tv_imagenet_a.yaml"), "--data.init_args.root", str(data),
+                "--data.init_args.imagenet_root", str(data / "imagenet"), "--data.init_args.image_size", "16", "--data.init_args.num_workers", "0"]  # fmt: skip
+    second = run(["test", "--config", xd, *target_a, *cpu, "--ckpt_path", str(ckpt)])
+    assert cli.model.record_path.parent.parent.name == "CDC-ImageNetV2" and second.model.record_path.parent.parent.name == "CDC-ImageNetA"
+    assert ckpt.parent.parent.parent.name == "CDC-FewShot-ImageNet"
+    assert json.loads(cli.model.record_path.read_text())["dataset"] == "ImageNetV2"
