@@ -12,25 +12,11 @@ import torch
 
 from ltbench.data import cifar
 from ltbench.data.base_to_new import BaseToNew
-from ltbench.data.cifar import CIFAR100LT
 from ltbench.data.digits import DigitsLT
 from ltbench.data.keyed import KeyedItems, draws_randomly
 from ltbench.data.lists import ImageListLT
-from ltbench.data.synthetic import write_fake_cifar, write_fake_image_list
-from tests.helpers import REPO, StopAfterEpoch  # noqa: F401 - StopAfterEpoch is named by class path below
-
-
-@pytest.fixture(scope="module")
-def small_cifar(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cifar")
-    return root, write_fake_cifar(root, datasets=("cifar100",), cifar100_per_class=60)
-
-
-@pytest.fixture
-def cifar_dm(small_cifar, monkeypatch):
-    root, md5s = small_cifar
-    monkeypatch.setattr(cifar, "MD5S", md5s)
-    return lambda **kw: CIFAR100LT(root=str(root), imb_ratio=10, pin_memory=False, device_cache=False, **kw)
+from ltbench.data.synthetic import write_fake_image_list
+from tests.helpers import REPO
 
 
 def _epoch(dm, epoch: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -7,8 +7,9 @@ other augmentations with another ``num_workers``, and a resumed run (fresh worke
 the uninterrupted run. Here the train sampler hands each position of its draw a key
 (``LTSampler(keyed=True)``) and ``KeyedItems`` seeds the CPU generator with it around that item's
 fetch, then puts the previous state back (so with ``num_workers: 0`` the main process's stream is
-untouched). Seeding the generator object directly costs about 2 µs per item; ``torch.manual_seed``
-(every device's generator) costs about 180 µs (``benchmarks/keyed_augment.py``).
+untouched). Seeding the generator object directly costs about 2 µs per item; ``fork_rng`` +
+``torch.manual_seed`` (which seeds every device type's generators) about 200 µs
+(``benchmarks/keyed_augment.py``).
 
 Only torch's CPU generator is keyed: torchvision's v2 transforms and ltbench's own (``Cutout``) draw
 from nothing else; a custom transform drawing from Python's ``random`` or NumPy's global state is not.
