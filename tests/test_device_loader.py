@@ -9,28 +9,12 @@ import pytest
 import torch
 from torchvision.transforms.v2 import functional as TF
 
-from ltbench.data import cifar
-from ltbench.data.cifar import CIFAR100LT
 from ltbench.data.device_loader import DeviceBatches, crop_flip, random_crop_flip
 from ltbench.data.digits import DigitsLT
 from ltbench.data.lists import ImageListLT
 from ltbench.data.samplers import LTSampler
-from ltbench.data.synthetic import write_fake_cifar
 from ltbench.errors import LTBenchError
 from ltbench.methods import TDE
-
-
-@pytest.fixture(scope="module")
-def small_cifar(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cifar")
-    return root, write_fake_cifar(root, datasets=("cifar100",), cifar100_per_class=60)
-
-
-@pytest.fixture
-def cifar_dm(small_cifar, monkeypatch):
-    root, md5s = small_cifar
-    monkeypatch.setattr(cifar, "MD5S", md5s)
-    return lambda **kw: CIFAR100LT(root=str(root), imb_ratio=10, pin_memory=False, **kw)
 
 
 def test_crop_flip_matches_torchvision_per_sample():

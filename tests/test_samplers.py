@@ -108,3 +108,37 @@ def test_epoch_length_and_samples_per_class_visit():
     inst = LTSampler(TARGETS, 5, [(0, "instance")], epoch_samples=N + 10)
     drawn = list(inst)
     assert len(drawn) == N + 10 and sorted(drawn[:N]) == list(range(N))
+
+
+def test_a_keyed_sampler_pairs_each_position_with_a_key_of_seed_epoch_and_position():
+    def pairs(mode="class_balanced", seed=3, epoch=1):
+        s = LTSampler(TARGETS, 5, [(0, mode)], seed=seed, keyed=True)
+        s.set_epoch(epoch)
+        return list(s)
+
+    plain = LTSampler(TARGETS, 5, [(0, "class_balanced")], seed=3)
+    plain.set_epoch(1)
+    got = pairs()
+    assert [i for i, _ in got] == list(plain)
+    keys = [k for _, k in got]
+    assert len(set(keys)) == len(keys) == N  # repeats of an index get their own keys
+    assert got == pairs()
+    assert [k for _, k in pairs(mode="instance")] == keys  # the position's key, whatever is drawn there
+    for other in (pairs(epoch=2), pairs(seed=4)):
+        assert not set(keys) & {k for _, k in other}
+
+
+def test_keyed_ranks_hold_the_single_process_pairs():
+    """Under DDP the key is that of the position in the global draw: the ranks' pairs interleave to the
+    single-process run's, padding positions getting keys of their own."""
+    world = 3
+    shards = []
+    for rank in range(world):
+        s = LTSampler(TARGETS, 5, [(0, "square_root")], num_replicas=world, rank=rank, seed=0, keyed=True)
+        s.set_epoch(4)
+        shards.append(list(s))
+    full = LTSampler(TARGETS, 5, [(0, "square_root")], seed=0, keyed=True)
+    full.set_epoch(4)
+    interleaved = [shards[i % world][i // world] for i in range(len(shards[0]) * world)]
+    assert interleaved[:N] == list(full)
+    assert len(interleaved) > N and len({k for _, k in interleaved}) == len(interleaved)

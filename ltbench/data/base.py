@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ltbench.data.device_loader import DeviceBatches
+from ltbench.data.keyed import KeyedItems, draws_randomly
 from ltbench.data.longtail import MULTI_LABEL_RULE, SINGLE_LABEL_RULE, ShotRule
 from ltbench.data.samplers import LTSampler, SamplerName
 from ltbench.errors import LTBenchError
@@ -257,6 +258,10 @@ class LTDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> Union[DataLoader, DeviceBatches]:
         trainer = self.trainer
+        device_batches = self.uses_device_cache()
+        # an item's host-side random transforms are seeded by its position's key: the same crops
+        # whatever num_workers, and after a resume (ltbench.data.keyed)
+        keyed = not device_batches and draws_randomly(self.dataset("train"))
         sampler = LTSampler(
             self.train_targets,
             self.num_classes,
@@ -266,15 +271,16 @@ class LTDataModule(L.LightningDataModule):
             seed=int(os.environ.get("PL_GLOBAL_SEED", 0)),
             epoch_samples=self.epoch_samples,
             samples_per_class=self.class_aware_samples,
+            keyed=keyed,
         )
         # Lightning sets the epoch (its count of epochs begun) only after it has made the loader's first
         # iterator, and worker processes draw their indices as they start: a run resumed at epoch k
         # would otherwise train epoch k on epoch 0's draw
         sampler.set_epoch(trainer.fit_loop.epoch_progress.current.processed if trainer else 0)
-        if self.uses_device_cache():
+        if device_batches:
             return self._device_batches("train", self.batch_size, sampler)
-        return self._loader(self.dataset("train"), self.batch_size, sampler=sampler, drop_last=self.drop_last,
-                            collate_fn=self.train_collate_fn())
+        dataset = KeyedItems(self.dataset("train")) if keyed else self.dataset("train")
+        return self._loader(dataset, self.batch_size, sampler=sampler, drop_last=self.drop_last, collate_fn=self.train_collate_fn())
 
     def val_dataloader(self) -> Union[DataLoader, DeviceBatches]:
         if self.uses_device_cache():

@@ -29,6 +29,7 @@ import numpy as np
 from torch.utils.data import DataLoader, Dataset
 
 from ltbench.data.base import LTDataModule, Split
+from ltbench.data.keyed import draws_randomly
 from ltbench.data.longtail import indices_sha256
 from ltbench.errors import LTBenchError
 
@@ -48,6 +49,7 @@ class Relabelled(Dataset):
 
     def __init__(self, dataset: Dataset, positions: np.ndarray, labels: np.ndarray) -> None:
         self.dataset, self.positions, self.labels = dataset, positions, labels
+        self.draws_randomly = draws_randomly(dataset)
 
     def __len__(self) -> int:
         return len(self.positions)

@@ -54,6 +54,7 @@ class CIFARTensorDataset(Dataset):
         self.images = torch.from_numpy(np.require(images, np.uint8, ["C", "W"]))
         self.targets = np.asarray(targets, dtype=np.int64)
         self.transform = transform
+        self.draws_randomly = transform is not None
 
     def __len__(self) -> int:
         return len(self.targets)

@@ -49,6 +49,8 @@ def _read_digits() -> tuple[np.ndarray, np.ndarray]:
 class TensorItems(Dataset):
     """In-memory images with their targets and dataset indices."""
 
+    draws_randomly = False  # no host-side transform: the train loader need not key its items
+
     def __init__(self, images: torch.Tensor, targets: torch.Tensor) -> None:
         self.images, self.targets = images, targets
 

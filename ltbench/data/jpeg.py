@@ -41,6 +41,8 @@ class EncodedImages:
 class EncodedFileDataset(Dataset):
     """Items ``(file bytes, label, index)`` of a list-file dataset; decoding happens on the device."""
 
+    draws_randomly = False  # the augmentation draws on the device, from the epoch's generators
+
     def __init__(self, root: str, paths: Any, targets: Sequence[int], list_path: str) -> None:
         self.root, self.paths, self.targets, self.list_path = root, paths, targets, list_path
 

@@ -2,19 +2,23 @@
 
 Each epoch's index list is drawn once, vectorised with NumPy, from a generator seeded by
 (seed, epoch), so every DDP rank draws the same list and keeps its own stride of it. The sampler
-is itself a ``DistributedSampler``, so Lightning does not wrap it.
+is itself a ``DistributedSampler``, so Lightning does not wrap it. A keyed sampler yields
+``(index, key)`` pairs: the key of a position in the epoch's (pre-stride) draw is a function of
+(seed, epoch, position) only, and seeds that item's random transforms (``ltbench.data.keyed``).
 """
 
 from __future__ import annotations
 
 import bisect
-from typing import Iterator, Literal, Optional, Sequence
+from typing import Iterator, Literal, Optional, Sequence, Union
 
 import numpy as np
 from torch.utils.data import DistributedSampler
 
 SamplerName = Literal["instance", "class_balanced", "square_root", "class_aware", "effective_number"]
 SAMPLERS: tuple[str, ...] = ("instance", "class_balanced", "square_root", "class_aware", "effective_number")
+#: a third seed word for the augmentation keys, so their stream is not the index draw's (seeded (seed, epoch))
+KEY_STREAM = 0x6B657973
 #: beta of the effective-number weights (Cui et al., CVPR'19), the value TSCNet's ``cb_resample`` uses
 EFFECTIVE_NUMBER_BETA = 0.9999
 
@@ -92,7 +96,8 @@ def draw_epoch(
 class LTSampler(DistributedSampler):
     """Stage-aware long-tail sampler; ``schedule`` maps a start epoch to a sampler name.
 
-    An epoch has ``epoch_samples`` draws (default: the training-set size) over all ranks.
+    An epoch has ``epoch_samples`` draws (default: the training-set size) over all ranks. ``keyed``:
+    iterate ``(index, key)`` pairs (``epoch_keys``) instead of indices.
     """
 
     def __init__(
@@ -106,7 +111,9 @@ class LTSampler(DistributedSampler):
         drop_last: bool = False,
         epoch_samples: Optional[int] = None,
         samples_per_class: int = 1,
+        keyed: bool = False,
     ) -> None:
+        self.keyed = keyed
         self.dataset_size = len(targets)
         self.num_samples_total = epoch_samples or len(targets)
         self.samples_per_class = samples_per_class
@@ -128,8 +135,17 @@ class LTSampler(DistributedSampler):
         starts = [e for e, _ in self.schedule]
         return self.schedule[max(bisect.bisect_right(starts, epoch) - 1, 0)][1]
 
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.epoch_indices().tolist())
+    def __iter__(self) -> Iterator[Union[int, tuple[int, int]]]:
+        indices = self.epoch_indices().tolist()
+        if self.keyed:
+            return zip(indices, self.epoch_keys().tolist())
+        return iter(indices)
+
+    def epoch_keys(self) -> np.ndarray:
+        """Keys (uint64) of this rank's positions: raw words of a stream seeded by (seed, epoch), one per
+        position of the padded global draw, so a rank's keys are its stride of the single-process keys."""
+        words = np.random.default_rng([self.seed, self.epoch, KEY_STREAM]).bit_generator.random_raw(self.total_size)
+        return words[self.rank : self.total_size : self.num_replicas]
 
     def epoch_indices(self) -> np.ndarray:
         """This rank's dataset indices for the current epoch (its stride of the shared draw)."""
