@@ -20,6 +20,11 @@ Sections
   cprfl    the COCO-LT CPRFL config's train step (ResNet-101 at 448 px, CLIP RN50 text tower, 80
            classes, batch 16, bf16, random weights) through ``benchmarks/speed.py``, with the text
            tower trainable (as released) and frozen: the figures of CPRFL's card.
+  prompts  the CLIP prompt learners' train step on ImageNet base-to-new (ViT-B/16 at 224 px, random
+           weights, 500 base classes, MaPLe's batch 4, bf16): CoOp, CoCoOp, MaPLe (depth 9), CDC-like
+           with M = 4 CoOp-style templates and with M = 4 MaPLe-style ones.
+  tscnet   the ImageNet-LT TSCNet config's stage steps (ViT-B/16 at 224 px, batch 64, bf16) with and
+           without each intervention (``benchmarks/tscnet_speed.py``).
 
 ``--smoke`` runs every section on CPU with tiny sizes (a minute or two): it checks the script, not
 the hardware.
@@ -88,6 +93,15 @@ class Sizes:
     cprfl_size: int
     cprfl_steps: int
     cprfl_warmup: int
+    prompt_model: str
+    prompt_size: int
+    prompt_classes: int
+    prompt_batch: int
+    prompt_depth: int
+    prompt_steps: int
+    tscnet_size: int
+    tscnet_batch: int
+    tscnet_steps: int
 
 
 def full_sizes() -> Sizes:
@@ -97,7 +111,9 @@ def full_sizes() -> Sizes:
                  batch=256, eval_batch=500, fit_epochs=30, loader_fit_epochs=6, limit_train_batches=None, limit_val_batches=None,
                  sync_steps=20, resnext_batch=256, resnext_size=224, resnext_steps=30, resnext_warmup=10, compile_backend="inductor",
                  jpeg_classes=64, jpeg_per_class=48, jpeg_shapes=IMAGENET_SHAPES, jpeg_size=224, jpeg_batch=256, jpeg_epochs=3,
-                 jpeg_distinct=384, cprfl_batch=16, cprfl_size=448, cprfl_steps=60, cprfl_warmup=10)
+                 jpeg_distinct=384, cprfl_batch=16, cprfl_size=448, cprfl_steps=60, cprfl_warmup=10,
+                 prompt_model="ViT-B-16", prompt_size=224, prompt_classes=500, prompt_batch=4, prompt_depth=9, prompt_steps=20,
+                 tscnet_size=224, tscnet_batch=64, tscnet_steps=10)
 
 
 def smoke_sizes() -> Sizes:
@@ -105,7 +121,9 @@ def smoke_sizes() -> Sizes:
                  fit_epochs=2, loader_fit_epochs=2, limit_train_batches=2, limit_val_batches=2, sync_steps=2,
                  resnext_batch=2, resnext_size=64, resnext_steps=1, resnext_warmup=1, compile_backend="eager",
                  jpeg_classes=2, jpeg_per_class=6, jpeg_shapes=((60, 80), (80, 60)), jpeg_size=48, jpeg_batch=4, jpeg_epochs=2,
-                 jpeg_distinct=8, cprfl_batch=2, cprfl_size=64, cprfl_steps=1, cprfl_warmup=1)
+                 jpeg_distinct=8, cprfl_batch=2, cprfl_size=64, cprfl_steps=1, cprfl_warmup=1,
+                 prompt_model="ltbench-tiny-clip", prompt_size=16, prompt_classes=6, prompt_batch=2, prompt_depth=2, prompt_steps=1,
+                 tscnet_size=32, tscnet_batch=2, tscnet_steps=1)
 
 
 def _load(name: str) -> Any:
@@ -399,8 +417,53 @@ def section_cprfl(sizes: Sizes, tmp: str, rows: dict[str, Any]) -> None:
             torch.cuda.empty_cache()
 
 
+PROMPT_VARIANTS = (  # (label, config, overrides)
+    ("CoOp (1 x 4 tokens)", "coop_imagenet_b2n", []),
+    ("CoCoOp (1 x 4 tokens + meta-net)", "cocoop_imagenet_b2n", []),
+    ("MaPLe (2 tokens x depth {depth})", "maple_imagenet_b2n", ["model.init_args.prompt_depth={depth}"]),
+    ("CDC-like, 4 CoOp-style templates", "cdc_imagenet_b2n", []),
+    ("CDC-like, 4 MaPLe-style templates (depth {depth})", "cdc_imagenet_b2n",
+     ["model.init_args.prompt_style=maple", "model.init_args.n_ctx=2", "model.init_args.prompt_depth={depth}"]),
+)
+
+
+def section_prompts(sizes: Sizes, tmp: str, rows: dict[str, Any]) -> None:
+    speed = _load("speed")
+    out = rows.setdefault("prompts", [])
+    for label, config, extra in PROMPT_VARIANTS:
+        sets = [f"model.init_args.clip_model={sizes.prompt_model}", "model.init_args.clip_pretrained=null",
+                *(e.format(depth=sizes.prompt_depth) for e in extra)]
+        args = ["--config", str(REPO / "configs" / f"{config}.yaml"), "--batch-size", str(sizes.prompt_batch), "--device", sizes.device,
+                "--precision", "bf16" if sizes.device == "cuda" else "32", "--steps", str(sizes.prompt_steps), "--warmup", "3",
+                "--synthetic-facts", "--num-classes", str(sizes.prompt_classes), "--in-chans", "3", "--image-size", str(sizes.prompt_size)]
+        (row,) = speed.main([*args, *(a for kv in sets for a in ("--set", kv))])
+        out.append({"variant": label.format(depth=sizes.prompt_depth), "classes": sizes.prompt_classes,
+                    **{k: row.get(k) for k in ("batch_size", "input", "precision", "ms_per_step", "images_per_s", "peak_mem_mib")}})
+        _write_partial(rows)
+        if sizes.device == "cuda":
+            torch.cuda.empty_cache()
+
+
+def section_tscnet(sizes: Sizes, tmp: str, rows: dict[str, Any]) -> None:
+    bench = _load("tscnet_speed")
+    sets = ["model.init_args.pretrained=false"]
+    if sizes.device != "cuda":  # smoke: a tiny ViT instead of ViT-B/16
+        sets += ["model.init_args.backbone=vit_tiny_patch16_224",
+                 "model.init_args.backbone_kwargs={img_size: 32, patch_size: 8, embed_dim: 32, depth: 2, num_heads: 2}",
+                 "model.init_args.num_confounders=8", "model.init_args.ccim_dim=16"]
+    args = ["--config", str(REPO / "configs" / "tscnet_imagenet_lt.yaml"), "--synthetic-facts", "--num-classes", "1000",
+            "--in-chans", "3", "--image-size", str(sizes.tscnet_size), "--batch-size", str(sizes.tscnet_batch), "--device", sizes.device,
+            "--precision", "bf16" if sizes.device == "cuda" else "32", "--steps", str(sizes.tscnet_steps), "--warmup", "2"]
+    out = rows.setdefault("tscnet", [])
+    for row in bench.main([*args, *(a for kv in sets for a in ("--set", kv))]):
+        out.append({k: row.get(k) for k in ("variant", "stage", "batch_size", "input", "precision", "trainable_m", "ms_per_step",
+                                            "images_per_s", "peak_mem_mib")})
+    _write_partial(rows)
+
+
 SECTIONS: dict[str, Callable[[Sizes, str, dict[str, Any]], None]] = {
     "cifar": section_cifar, "sync": section_sync, "jpeg": section_jpeg, "resnext": section_resnext, "cprfl": section_cprfl,
+    "prompts": section_prompts, "tscnet": section_tscnet,
 }
 
 _PARTIAL: Optional[Path] = None
@@ -467,6 +530,16 @@ def markdown(report: dict[str, Any]) -> str:
                   _table(report["cprfl"], [("variant", "variant"), ("params_m", "params (M)"), ("batch_size", "batch"), ("input", "input"),
                                            ("precision", "precision"), ("ms_per_step", "ms/step"), ("images_per_s", "images/s"),
                                            ("peak_mem_mib", "peak MiB")])]
+    if report.get("prompts"):
+        parts += ["", "## CLIP prompt learners: train step, ImageNet base-to-new (random weights, resident batch)", "",
+                  _table(report["prompts"], [("variant", "variant"), ("classes", "classes"), ("batch_size", "batch"), ("input", "input"),
+                                             ("precision", "precision"), ("ms_per_step", "ms/step"), ("images_per_s", "images/s"),
+                                             ("peak_mem_mib", "peak MiB")])]
+    if report.get("tscnet"):
+        parts += ["", "## TSCNet, ImageNet-LT config: stage steps with and without each intervention", "",
+                  _table(report["tscnet"], [("variant", "variant"), ("stage", "stage"), ("batch_size", "batch"), ("input", "input"),
+                                            ("precision", "precision"), ("trainable_m", "trainable (M)"), ("ms_per_step", "ms/step"),
+                                            ("images_per_s", "images/s"), ("peak_mem_mib", "peak MiB")])]
     if report.get("errors"):
         parts += ["", "## Sections that failed or were skipped", ""] + [f"- {k}: {v}" for k, v in report["errors"].items()]
     return "\n".join(parts) + "\n"

@@ -33,6 +33,12 @@ def test_smoke_report_has_every_section(tmp_path, monkeypatch):
     cprfl = report["cprfl"]
     assert [r["variant"] for r in cprfl] == ["text tower trainable (released)", "text tower frozen"]
     assert all(r["ms_per_step"] > 0 and r["params_m"] > 100 for r in cprfl)
+    prompts = report["prompts"]
+    assert [r["variant"].split(" (")[0].split(",")[0] for r in prompts] == ["CoOp", "CoCoOp", "MaPLe", "CDC-like", "CDC-like"]
+    assert all(r["ms_per_step"] > 0 and r["images_per_s"] > 0 for r in prompts)
+    tscnet = report["tscnet"]
+    assert {(r["variant"], r["stage"]) for r in tscnet} >= {("both interventions", "hcrl"), ("neither", "clbc")}
+    assert all(r["ms_per_step"] > 0 for r in tscnet)
     md = (tmp_path / "report.md").read_text()
     assert "SMOKE" in md and md.count("|---|") >= 4
     assert not (tmp_path / "report.partial.json").exists()
