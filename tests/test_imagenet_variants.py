@@ -138,12 +138,17 @@ def test_zero_shot_clip_tests_on_a_target_through_the_cli(tmp_path, classnames):
 
 
 @pytest.mark.slow
-def test_prompts_trained_on_imagenet_test_on_a_target_as_the_xd_config_says(tmp_path):
+@pytest.mark.parametrize("coop_names", [False, True], ids=["meta", "classnames"])
+def test_prompts_trained_on_imagenet_test_on_a_target_as_the_xd_config_says(tmp_path, coop_names):
     """The documented command: fit cdc_imagenet_xd.yaml (16-shot ImageNet, here a 12-class fixture and the tiny
     CLIP), then `ltbench test --data configs/data/tv_imagenet_v2.yaml --ckpt_path`: the trained prompts score V2,
-    with the class names of ImageNet's meta.bin, as the source run named them."""
+    with the class names the source run used: ImageNet's meta.bin, or CoOp's classnames.txt given to both."""
     data = tmp_path / "data"
-    write_fake_imagenet(data / "imagenet", WNIDS, NAMES, per_class=2)
+    write_fake_imagenet(data / "imagenet", WNIDS, [f"meta {k}" for k in range(12)] if coop_names else NAMES, per_class=2)
+    names_file = write_imagenet_classnames(data / "imagenet" / "classnames.txt", WNIDS, NAMES)
+    source_names = ["--data.init_args.data.init_args.classnames", str(names_file)] if coop_names else []
+    target_names = ["--data.init_args.classnames", str(names_file)] if coop_names else []
+    names_from = str(names_file) if coop_names else str(data / "imagenet" / "meta.bin")
     write_fake_image_folders(data / "imagenetv2" / "imagenetv2-matched-frequency-format-val", [str(k) for k in range(12)], per_class=1, ext="jpeg")
     xd = str(REPO / "configs" / "cdc_imagenet_xd.yaml")
     cpu = ["--model.init_args.clip_model", "ltbench-tiny-clip", "--model.init_args.clip_pretrained", "null", "--trainer.accelerator", "cpu",
@@ -151,21 +156,22 @@ def test_prompts_trained_on_imagenet_test_on_a_target_as_the_xd_config_says(tmp_
            "--trainer.callbacks", "null", "--run_dir", str(tmp_path / "runs")]  # fmt: skip
     source = ["--data.init_args.data.init_args.root", str(data / "imagenet"), "--data.init_args.data.init_args.image_size", "16",
               "--data.init_args.data.init_args.num_workers", "0"]  # fmt: skip
-    fit = run(["fit", "--config", xd, *source, *cpu, "--test_after_fit", "false"])
+    fit = run(["fit", "--config", xd, *source, *source_names, *cpu, "--test_after_fit", "false"])
     assert fit.model.class_names == NAMES
+    assert fit.datamodule.data.protocol()["class_names_from"] == names_from
     ckpt = next((tmp_path / "runs").rglob("last.ckpt"))
     target = ["--data", str(REPO / "configs" / "data" / "tv_imagenet_v2.yaml"), "--data.init_args.root", str(data / "imagenetv2"),
               "--data.init_args.imagenet_root", str(data / "imagenet"), "--data.init_args.image_size", "16", "--data.init_args.num_workers", "0"]  # fmt: skip
-    cli = run(["test", "--config", xd, *target, *cpu, "--ckpt_path", str(ckpt)])
+    cli = run(["test", "--config", xd, *target, *target_names, *cpu, "--ckpt_path", str(ckpt)])
     record = json.loads(cli.model.record_path.read_text())
     assert record["dataset"] == "ImageNetV2" and record["per_class"]["class_names"] == NAMES and record["num_test_samples"] == 12
-    assert record["protocol"]["class_names_from"] == str(data / "imagenet" / "meta.bin")
+    assert record["protocol"]["class_names_from"] == names_from
     assert torch.equal(cli.model.contexts.detach(), torch.load(ckpt, weights_only=True)["state_dict"]["contexts"])
     # a second target, no --name: its own folder, the first target's record stays (runs are named by dataset)
     write_fake_image_folders(data / "imagenet-a", [WNIDS[k] for k in SUBSET], per_class=1)
     target_a = ["--data", str(REPO / "configs" / "data" / "tv_imagenet_a.yaml"), "--data.init_args.root", str(data),
                 "--data.init_args.imagenet_root", str(data / "imagenet"), "--data.init_args.image_size", "16", "--data.init_args.num_workers", "0"]  # fmt: skip
-    second = run(["test", "--config", xd, *target_a, *cpu, "--ckpt_path", str(ckpt)])
+    second = run(["test", "--config", xd, *target_a, *target_names, *cpu, "--ckpt_path", str(ckpt)])
     assert cli.model.record_path.parent.parent.name == "CDC-ImageNetV2" and second.model.record_path.parent.parent.name == "CDC-ImageNetA"
     assert ckpt.parent.parent.parent.name == "CDC-FewShot-ImageNet"
     assert json.loads(cli.model.record_path.read_text())["dataset"] == "ImageNetV2"

@@ -1,6 +1,7 @@
 """The prompt-learning papers' datasets through torchvision's classes: DTD and EuroSAT fixtures in their
 real on-disk layouts, official vs drawn splits, CoOp's split JSON, one-line errors, and base-to-new over them;
-UCF101 as CoOp ships it (mid-frames and its split file)."""
+UCF101 as CoOp ships it (mid-frames and its split file); ImageNet named by torchvision's meta.bin or CoOp's
+classnames.txt."""
 
 import json
 from dataclasses import replace
@@ -14,7 +15,14 @@ import torch
 from ltbench.cli import run
 from ltbench.data import BaseToNew, TorchvisionSet
 from ltbench.data.imagenet_variants import LAYOUTS
-from ltbench.data.synthetic import write_coop_split, write_fake_dtd, write_fake_eurosat, write_fake_ucf101
+from ltbench.data.synthetic import (
+    write_coop_split,
+    write_fake_dtd,
+    write_fake_eurosat,
+    write_fake_imagenet,
+    write_fake_ucf101,
+    write_imagenet_classnames,
+)
 from ltbench.data.torchvision_sets import SPECS
 from ltbench.models.clip_text import class_prompts
 from ltbench.errors import DataError, LTBenchError
@@ -75,6 +83,49 @@ def test_bad_split_files_and_missing_data_fail_in_one_line(tmp_path):
     (images / "banded").rename(images / "gone")
     with pytest.raises(DataError, match="image missing"):
         TorchvisionSet("DTD", split_file=str(split), image_size=16).dataset("train")[0]
+
+
+IMAGENET_WNIDS = ["n01440764", "n01443537", "n01484850", "n01491361"]
+META_NAMES = ["tench, Tinca tinca", "goldfish, Carassius auratus", "great white shark", "tiger shark, Galeocerdo cuvieri"]
+COOP_NAMES = ["tench", "goldfish", "great white shark", "tiger shark"]
+
+
+def test_imagenet_class_names_from_coops_classnames_file(tmp_path):
+    """Names follow the dataset's wnids (not the file's line order); the record says where they came from."""
+    root = write_fake_imagenet(tmp_path / "imagenet", IMAGENET_WNIDS, META_NAMES, per_class=1)
+    names = write_imagenet_classnames(tmp_path / "classnames.txt", IMAGENET_WNIDS[::-1], COOP_NAMES[::-1])
+    dm = TorchvisionSet("ImageNet", root=str(root), classnames=str(names), image_size=16)
+    assert dm.class_names == COOP_NAMES
+    assert dm.split_targets("test").tolist() == [0, 1, 2, 3] and dm.dataset("train")[2][1] == 2
+    assert dm.protocol()["class_names_from"] == str(names)
+
+
+def test_imagenet_class_names_default_to_torchvisions_meta(tmp_path):
+    root = write_fake_imagenet(tmp_path / "imagenet", IMAGENET_WNIDS, META_NAMES, per_class=1)
+    dm = TorchvisionSet("ImageNet", root=str(root), image_size=16)
+    assert dm.class_names == META_NAMES
+    assert dm.protocol()["class_names_from"] == str(root / "meta.bin")
+    write_fake_dtd(tmp_path, DTD_CLASSES, per_split=1)
+    assert "class_names_from" not in TorchvisionSet("DTD", root=str(tmp_path)).protocol()
+
+
+def test_a_classnames_file_that_does_not_fit_the_dataset_fails_in_one_line(tmp_path):
+    root = str(write_fake_imagenet(tmp_path / "imagenet", IMAGENET_WNIDS, META_NAMES, per_class=1))
+    short = write_imagenet_classnames(tmp_path / "short.txt", IMAGENET_WNIDS[:2] + IMAGENET_WNIDS[3:], COOP_NAMES[:2] + COOP_NAMES[3:])
+    with pytest.raises(DataError, match=r"short.txt: no line for wnid n01484850; expected one line per class of the dataset \(4 classes\)") as e:
+        TorchvisionSet("ImageNet", root=root, classnames=str(short)).class_names
+    assert "\n" not in str(e.value)
+    extra = write_imagenet_classnames(tmp_path / "extra.txt", [*IMAGENET_WNIDS, "n99999999"], [*COOP_NAMES, "nothing"])
+    with pytest.raises(DataError, match=r"extra.txt:5: wnid n99999999 is not a class of the dataset"):
+        TorchvisionSet("ImageNet", root=root, classnames=str(extra)).class_names
+    twice = tmp_path / "twice.txt"
+    twice.write_text("".join(f"{w} {n}\n" for w, n in zip(IMAGENET_WNIDS, COOP_NAMES)) + f"{IMAGENET_WNIDS[0]} tench again\n")
+    with pytest.raises(DataError, match=r"twice.txt:5: wnid n01440764 is listed a second time"):
+        TorchvisionSet("ImageNet", root=root, classnames=str(twice)).class_names
+    with pytest.raises(DataError, match=r"classnames file .*nope.txt does not exist; .* linked from https://github.com/KaiyangZhou/CoOp"):
+        TorchvisionSet("ImageNet", root=root, classnames=str(tmp_path / "nope.txt")).class_names
+    with pytest.raises(LTBenchError, match="only ImageNet's classes are named from a classnames file; DTD names its own"):
+        TorchvisionSet("DTD", classnames=str(short))
 
 
 def test_every_paper_dataset_has_a_torchvision_class_or_needs_coops_split_file():

@@ -14,7 +14,9 @@ images are read from each archive's own folder of class folders (``image_dir``, 
 Class names and ImageNet's class order come from CoOp's ``classnames.txt`` (``<wnid> <name>`` lines,
 ``classnames``), or else from torchvision's ImageNet meta file (``meta.bin`` under ``imagenet_root``; the
 first of its names per wnid, as ``TorchvisionSet(name="ImageNet")`` names them). A set with a folder per
-ImageNet class (V2, Sketch) must have all of them. Folder listing is torchvision's ``make_dataset``.
+ImageNet class (V2, Sketch) must have all of them. Give the file the source run named its classes with
+(``ltbench.data.imagenet_classnames``): the names are in every prompt. Folder listing is torchvision's
+``make_dataset``.
 """
 
 from __future__ import annotations
@@ -29,11 +31,11 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from ltbench.data.base import LTDataModule, Split
+from ltbench.data.imagenet_classnames import meta_classnames, read_classnames
 from ltbench.data.torchvision_sets import CLIP_MEAN, CLIP_STD, SourceItems, clip_eval_transform
 from ltbench.errors import DataError, LTBenchError
 
 Variant = Literal["ImageNetV2", "ImageNetSketch", "ImageNetA", "ImageNetR"]
-CLASSNAMES_FORMAT = "'<wnid> <class name>' lines (CoOp's ImageNet classnames.txt)"
 
 
 @dataclass(frozen=True)
@@ -52,44 +54,6 @@ LAYOUTS: dict[str, Layout] = {
     "ImageNetA": Layout("imagenet-a", subset=True),
     "ImageNetR": Layout("imagenet-r", subset=True),
 }
-
-
-def read_classnames(path: str | Path) -> dict[str, str]:
-    """CoOp's ``classnames.txt``: wnid -> class name, in the file's (ImageNet's) order."""
-    path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
-    except FileNotFoundError:
-        raise DataError(f"classnames file {path} does not exist; expected {CLASSNAMES_FORMAT}") from None
-    except UnicodeDecodeError as e:
-        raise DataError(f"classnames file {path} is not text ({e}); expected {CLASSNAMES_FORMAT}") from None
-    names: dict[str, str] = {}
-    for i, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        wnid, _, name = line.strip().partition(" ")
-        if not name.strip():
-            raise DataError(f"{path}:{i}: {line!r}; expected {CLASSNAMES_FORMAT}")
-        if wnid in names:
-            raise DataError(f"{path}:{i}: wnid {wnid} is listed a second time")
-        names[wnid] = name.strip()
-    if not names:
-        raise DataError(f"classnames file {path} is empty; expected {CLASSNAMES_FORMAT}")
-    return names
-
-
-def meta_classnames(imagenet_root: str | Path) -> dict[str, str]:
-    """torchvision's ImageNet meta file (``meta.bin``): wnid -> its first name, in sorted wnid (ImageNet's) order."""
-    from torchvision.datasets.imagenet import META_FILE, load_meta_file
-
-    try:
-        wnid_to_classes, _ = load_meta_file(str(imagenet_root))
-    except RuntimeError:
-        raise DataError(
-            f"no torchvision ImageNet meta file {Path(imagenet_root) / META_FILE} (torchvision writes it from the devkit the "
-            f"first time it reads ImageNet); give imagenet_root, or classnames: CoOp's classnames.txt ({CLASSNAMES_FORMAT})"
-        ) from None
-    return {w: wnid_to_classes[w][0] for w in sorted(wnid_to_classes)}
 
 
 class ImageNetVariant(LTDataModule):
@@ -114,7 +78,8 @@ class ImageNetVariant(LTDataModule):
             name: the variant.
             root: where the archive's folder is (``imagenet-a/``, ``sketch/``...).
             image_dir: the folder of class folders itself (default: ``root/<the archive's folder>``).
-            classnames: CoOp's ``classnames.txt``; null: torchvision's ImageNet meta under ``imagenet_root``.
+            classnames: CoOp's ``classnames.txt`` (the source run's, if it gave one); null: torchvision's ImageNet
+                meta under ``imagenet_root``.
             imagenet_root: torchvision's ImageNet root (its ``meta.bin``), read when ``classnames`` is null.
             image_size: input size (224 for ViT-B/16).
         """
@@ -214,4 +179,4 @@ class ImageNetVariant(LTDataModule):
         }
 
 
-__all__ = ["ImageNetVariant", "LAYOUTS", "read_classnames", "meta_classnames"]
+__all__ = ["ImageNetVariant", "LAYOUTS"]

@@ -20,6 +20,8 @@ torchvision class reads (torchvision's ``UCF101`` is for the videos): its split 
   groups apart.
 
 Labels and class names come from the dataset objects' indices (no image is opened for the facts).
+ImageNet's class names are torchvision's (the first name per wnid in ``meta.bin``) unless ``classnames``
+gives CoOp's ``classnames.txt``, the names the papers prompt with (``ltbench.data.imagenet_classnames``).
 Images are decoded to uint8 at ``image_size``: CoOp's random-resized crop (scale 0.08-1, bicubic) and
 flip for training, resize + centre crop for evaluation; CLIP's mean/std on the device.
 """
@@ -39,6 +41,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms import InterpolationMode, v2
 
 from ltbench.data.base import LTDataModule, Split
+from ltbench.data.imagenet_classnames import read_classnames
 from ltbench.data.images import open_rgb
 from ltbench.errors import DataError, LTBenchError
 
@@ -134,6 +137,7 @@ class TorchvisionSet(LTDataModule):
         split_seed: int = 1,
         image_size: int = 224,
         batch_size: int = 32,
+        classnames: Optional[str] = None,
         **kwargs: Any,
     ) -> None:
         """
@@ -145,14 +149,21 @@ class TorchvisionSet(LTDataModule):
             download: let torchvision download it (where torchvision can).
             split_seed: seed of the validation / no-split draws (without a split file).
             image_size: input size (224 for ViT-B/16).
+            classnames: ImageNet only: CoOp's ``classnames.txt`` (``<wnid> <class name>`` lines, one per class) to
+                name the classes; null: torchvision's names. Give the same file to the targets tested with the checkpoint.
         """
         if name not in SPECS:
             raise LTBenchError(f"TorchvisionSet: unknown dataset {name!r}; expected one of {', '.join(SPECS)}")
+        if classnames and name != "ImageNet":
+            raise LTBenchError(f"data.init_args.classnames: only ImageNet's classes are named from a classnames file; {name} names its own")
+        if classnames and split_file:
+            raise LTBenchError("data.init_args.classnames and split_file both name the classes; give one of them")
         super().__init__(batch_size=batch_size, **kwargs)
         self.name, self.root, self.split_file, self.download = name, root, split_file, download
         self._image_dir = image_dir
         self.split_seed = split_seed
         self.image_size = image_size
+        self.classnames = classnames
 
     @property
     def image_dir(self) -> Path:
@@ -208,7 +219,14 @@ class TorchvisionSet(LTDataModule):
             how = f"torchvision {self.name} official {'/'.join(spec.splits.values())}; val = 20% of train (split_seed={self.split_seed})"
         else:
             how = f"torchvision {self.name} official train/val/test"
-        return {"classes": spec.classes(objs["train"]), "split": how, **parts}
+        return {"classes": self._class_names(objs["train"]), "split": how, **parts}
+
+    def _class_names(self, ds: Any) -> list[str]:
+        """The torchvision object's class names, or ImageNet's from ``classnames`` by the object's wnids."""
+        if not self.classnames:
+            return SPECS[self.name].classes(ds)
+        names = read_classnames(self.classnames, ds.wnids)
+        return [names[w] for w in ds.wnids]
 
     def _from_split_file(self) -> dict[str, Any]:
         path = Path(self.split_file)
@@ -250,7 +268,10 @@ class TorchvisionSet(LTDataModule):
         return SourceItems(items, targets, transform, f"{self.name} {split}")
 
     def protocol_extras(self) -> dict[str, Any]:
-        return {"dataset": self.name, "split": self._parts["split"], "split_seed": None if self.split_file else self.split_seed}
+        extras = {"dataset": self.name, "split": self._parts["split"], "split_seed": None if self.split_file else self.split_seed}
+        if self.name == "ImageNet" and not self.split_file:
+            extras["class_names_from"] = str(self.classnames or Path(self.root) / "meta.bin")
+        return extras
 
 
 def coop_train_transform(size: int) -> v2.Compose:
