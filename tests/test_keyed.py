@@ -121,3 +121,23 @@ def test_a_cpu_augmented_run_is_the_same_with_other_workers_and_after_a_resume(s
         assert torch.equal(v, resumed.model.state_dict()[k]), k
         assert torch.equal(v, serial.model.state_dict()[k]), k
     assert not np.isclose(float(straight.trainer.callback_metrics["train/loss"]), 0.0)
+
+
+def test_a_keyed_pass_is_ordered_and_the_same_with_0_and_2_workers_and_after_other_draws(cifar_dm):
+    """``_loader(key_seed=)``: every item once, in order, its crop a function of (key_seed, position) only."""
+    passes = []
+    for workers, earlier in ((0, 0), (2, 0), (0, 9)):
+        dm = cifar_dm(num_workers=workers, batch_size=512)
+        torch.manual_seed(earlier)
+        loader = dm._loader(dm.dataset("train"), 512, shuffle=False, key_seed=0)
+        xs, idx = zip(*[(x, i) for x, _, i in loader])
+        passes.append((torch.cat(xs), torch.cat(idx)))
+    (x0, i0), *others = passes
+    assert torch.equal(i0, torch.arange(len(i0)))
+    assert not torch.equal(x0, cifar_dm().dataset("train").images)  # crops of the stored images, not the images
+    for x, i in others:
+        assert torch.equal(i, i0) and torch.equal(x, x0)
+    other_seed = cifar_dm()._loader(cifar_dm().dataset("train"), 512, key_seed=1)
+    assert not torch.equal(torch.cat([x for x, _, _ in other_seed]), x0)
+    digits = DigitsLT()
+    assert not isinstance(digits._loader(digits.dataset("train"), 16, key_seed=0).dataset, KeyedItems)

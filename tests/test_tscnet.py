@@ -317,6 +317,24 @@ def test_dictionary_is_built_cached_reused_and_rebuilt_when_k_changes(tmp_path, 
     assert not list(tmp_path.rglob(".*.tmp"))
 
 
+def test_the_dictionary_pass_over_cpu_augmented_data_is_a_function_of_the_seed_only(cifar_dm):
+    """CIFAR-LT through the loader (device_cache: false) draws random crops on the host: the pass keys them by
+    position, so 0 and 2 workers, and any earlier draws, give the same dictionary; the run's stream is untouched."""
+    built = []
+    for workers, earlier in ((0, 0), (2, 0), (0, 5)):
+        dm = cifar_dm(num_workers=workers, device_cache=False, batch_size=256)
+        torch.manual_seed(0)
+        m = _fit_ready(_model(backbone_kwargs=dict(TINY_VIT, img_size=32, patch_size=8), in_chans=3, num_classes=dm.num_classes), dm)
+        torch.manual_seed(earlier)
+        before = torch.get_rng_state()
+        built.append(m.build_dictionary())
+        assert torch.equal(torch.get_rng_state(), before)
+    (z, prior, n), *others = built
+    assert n == dm.num_train and z.abs().sum() > 0
+    for z2, prior2, n2 in others:
+        assert n2 == n and torch.equal(z2, z) and torch.equal(prior2, prior)
+
+
 def test_a_user_dictionary_file_is_loaded_and_a_bad_one_is_one_clear_error(tmp_path, digits):
     z, prior = torch.randn(8, 32), torch.rand(8)
     torch.save({"Z": z, "prior": prior}, tmp_path / "d.pt")

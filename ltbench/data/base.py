@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 from ltbench.data.device_loader import DeviceBatches
 from ltbench.data.keyed import KeyedItems, draws_randomly
 from ltbench.data.longtail import MULTI_LABEL_RULE, SINGLE_LABEL_RULE, ShotRule
-from ltbench.data.samplers import LTSampler, SamplerName
+from ltbench.data.samplers import KeyedPass, LTSampler, SamplerName
 from ltbench.errors import LTBenchError
 
 Task = Literal["multiclass", "multilabel"]
@@ -188,8 +188,14 @@ class LTDataModule(L.LightningDataModule):
         local = max(int(getattr(trainer, "num_devices", 1) or 1), 1) if trainer is not None else 1
         return auto_workers(local)
 
-    def _loader(self, dataset: Dataset, batch_size: int, **kwargs: Any) -> DataLoader:
+    def _loader(self, dataset: Dataset, batch_size: int, key_seed: Optional[int] = None, **kwargs: Any) -> DataLoader:
+        """A loader of ``dataset``; with ``key_seed``, one ordered pass whose host-side random transforms are
+        keyed by (key_seed, position) (``KeyedPass``): the same views whatever ``num_workers`` or earlier draws."""
         workers = self._workers()
+        if key_seed is not None and draws_randomly(dataset):
+            kwargs.pop("shuffle", None)
+            kwargs["sampler"] = KeyedPass(len(dataset), key_seed)  # type: ignore[arg-type]
+            dataset = KeyedItems(dataset)
         # in-memory datasets fetch a batch at once (``__getitems__``) and bring their own collate
         if kwargs.get("collate_fn") is None:
             kwargs["collate_fn"] = getattr(dataset, "collate_fn", None)

@@ -5,6 +5,7 @@ Each epoch's index list is drawn once, vectorised with NumPy, from a generator s
 is itself a ``DistributedSampler``, so Lightning does not wrap it. A keyed sampler yields
 ``(index, key)`` pairs: the key of a position in the epoch's (pre-stride) draw is a function of
 (seed, epoch, position) only, and seeds that item's random transforms (``ltbench.data.keyed``).
+``KeyedPass`` keys a one-off ordered pass over a split the same way, by (seed, position).
 """
 
 from __future__ import annotations
@@ -13,12 +14,14 @@ import bisect
 from typing import Iterator, Literal, Optional, Sequence, Union
 
 import numpy as np
-from torch.utils.data import DistributedSampler
+from torch.utils.data import DistributedSampler, Sampler
 
 SamplerName = Literal["instance", "class_balanced", "square_root", "class_aware", "effective_number"]
 SAMPLERS: tuple[str, ...] = ("instance", "class_balanced", "square_root", "class_aware", "effective_number")
 #: a third seed word for the augmentation keys, so their stream is not the index draw's (seeded (seed, epoch))
 KEY_STREAM = 0x6B657973
+#: the seed word of a one-off pass's keys (``KeyedPass``), apart from every epoch's
+PASS_STREAM = 0x70617373
 #: beta of the effective-number weights (Cui et al., CVPR'19), the value TSCNet's ``cb_resample`` uses
 EFFECTIVE_NUMBER_BETA = 0.9999
 
@@ -160,3 +163,19 @@ class LTSampler(DistributedSampler):
             if pad > 0:
                 indices = np.concatenate([indices, indices[:pad]])
         return indices[self.rank : self.total_size : self.num_replicas]
+
+
+class KeyedPass(Sampler):
+    """Every index of a ``size``-item dataset once, in order, each paired with a key from a stream seeded by
+    ``seed`` alone: a pass over the training split outside the epochs (TSCNet's dictionary) whose random
+    transforms draw the same views whatever ``num_workers`` and whatever the generators drew before."""
+
+    def __init__(self, size: int, seed: int) -> None:
+        self.size, self.seed = int(size), int(seed)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        keys = np.random.default_rng([self.seed, PASS_STREAM]).bit_generator.random_raw(self.size)
+        return zip(range(self.size), keys.tolist())

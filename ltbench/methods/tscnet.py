@@ -51,8 +51,10 @@ from ltbench.models.vit_driver import Pool, check_vit, embed, pool, run_blocks
 
 #: key of the dictionary-token draws at validation, test and predict (hashed with each sample's index)
 EVAL_DRAW_SEED = 0
-#: bump when the dictionary builder changes, so cached dictionaries are rebuilt
-BUILDER_VERSION = 1
+#: seed of the dictionary pass's keyed training transforms: fixed, as the cached dictionary's key has no run seed
+DICTIONARY_SEED = 0
+#: bump when the dictionary builder changes, so cached dictionaries are rebuilt (2: keyed views)
+BUILDER_VERSION = 2
 
 
 def index_draws(index: torch.Tensor, blocks: int, tokens: int, k: int, seed: int = EVAL_DRAW_SEED) -> torch.Tensor:
@@ -386,13 +388,15 @@ class TSCNet(LTMethod):
     def build_dictionary(self) -> tuple[torch.Tensor, torch.Tensor, int]:
         """Rollout-separated background features of every training image (stage-0 ViT), then k-means.
 
-        Runs in a forked random state seeded 0, so random training transforms draw the same views
-        in every run and the run's own random stream is untouched.
+        The images are training views, as the released code's hooks for the pass (the ``backdoor`` and
+        ``gradcam`` data modes) read them with the training transform; host-side draws are keyed by
+        (``DICTIONARY_SEED``, position), so the views are the same whatever ``num_workers`` or earlier
+        draws. It runs in a forked random state, so the run's own random stream is untouched.
         """
         dm = self.trainer.datamodule
         if dm is None:
             raise LTBenchError("TSCNet builds its dictionary from the training split: run it with an ltbench data module")
-        loader = dm._loader(dm.dataset("train"), dm.eval_batch_size, shuffle=False)
+        loader = dm._loader(dm.dataset("train"), dm.eval_batch_size, shuffle=False, key_seed=DICTIONARY_SEED)
         devices = [self.device] if self.device.type == "cuda" else []
 
         def batches():
@@ -401,7 +405,7 @@ class TSCNet(LTMethod):
                 yield dm.on_after_batch_transfer((x, y, idx), 0)[0]
 
         with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(0)
+            torch.manual_seed(DICTIONARY_SEED)
             with self.trainer.precision_plugin.forward_context():
                 feats = background_features(self.backbone.model, batches(), self.bg_threshold)
         try:
