@@ -335,6 +335,33 @@ def test_the_dictionary_pass_over_cpu_augmented_data_is_a_function_of_the_seed_o
         assert n2 == n and torch.equal(z2, z) and torch.equal(prior2, prior)
 
 
+def test_the_dictionary_pass_over_device_decoded_lists_is_keyed_by_its_seed_not_the_runs(tmp_path, monkeypatch):
+    """``decode: device``: the pass collates file bytes as training does, crops from generators of the pass's
+    seed (not the run's), and leaves the epoch's generators as a run without the pass would find them."""
+    import warnings
+
+    from ltbench.data.lists import ImageListLT
+    from ltbench.data.synthetic import write_fake_image_list
+
+    root = write_fake_image_list(tmp_path, [6, 4, 3], shapes=((40, 48), (48, 36)))
+    vit = dict(TINY_VIT, img_size=16, patch_size=4)
+    built, states = [], []
+    warnings.filterwarnings("ignore", message=".*matches no published")  # pytest restores the filters after the test
+    for run_seed in ("0", "1"):
+        monkeypatch.setenv("PL_GLOBAL_SEED", run_seed)
+        dm = ImageListLT(root=str(root), train_list="ImageNet_LT_train.txt", image_size=16, batch_size=4, pin_memory=False, decode="device")
+        torch.manual_seed(0)
+        m = _fit_ready(_model(backbone_kwargs=vit, in_chans=3, num_classes=3, num_confounders=2), dm)
+        built.append(m.build_dictionary())
+        fresh = ImageListLT(root=str(root), train_list="ImageNet_LT_train.txt", image_size=16, decode="device")
+        states.append([g.get_state() for g in (*dm._jpeg_generators(torch.device("cpu")), *fresh._jpeg_generators(torch.device("cpu")))])
+    (z, prior, n), (z1, prior1, n1) = built
+    assert n == n1 == 13 and torch.equal(z, z1) and torch.equal(prior, prior1)
+    for s in states:  # after the pass, epoch 0 draws what it draws in a run that read the dictionary from its cache
+        assert torch.equal(s[0], s[2]) and torch.equal(s[1], s[3])
+    assert not torch.equal(states[0][0], states[1][0])  # the epochs' draws do follow the run seed
+
+
 def test_a_user_dictionary_file_is_loaded_and_a_bad_one_is_one_clear_error(tmp_path, digits):
     z, prior = torch.randn(8, 32), torch.rand(8)
     torch.save({"Z": z, "prior": prior}, tmp_path / "d.pt")

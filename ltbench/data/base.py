@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import os
 import warnings
+from contextlib import contextmanager
 from functools import cached_property
-from typing import Any, ClassVar, Literal, Optional, Sequence, Union
+from typing import Any, ClassVar, Iterator, Literal, Optional, Sequence, Union
 
 import lightning as L
 import numpy as np
@@ -211,6 +212,13 @@ class LTDataModule(L.LightningDataModule):
     def train_collate_fn(self) -> Optional[Any]:
         """The training loader's collate function; ``None`` is PyTorch's default."""
         return None
+
+    @contextmanager
+    def keyed_pass(self, seed: int) -> Iterator[None]:
+        """Inside the block, augmentation drawn on the device (``on_after_batch_transfer``) comes from
+        generators seeded by ``seed`` alone, for a pass outside the epochs (with ``_loader(key_seed=)`` for
+        the host side); the epochs' generators are left as they were. None here: nothing draws there."""
+        yield
 
     # ---- the split held on the device ----------------------------------------------------------
     def device_split(self, split: Split) -> Optional[tuple[torch.Tensor, torch.Tensor]]:

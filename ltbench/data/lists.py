@@ -13,7 +13,8 @@ import os
 import warnings
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Callable, ClassVar, Literal, Optional, Sequence
+from contextlib import contextmanager
+from typing import Any, Callable, ClassVar, Iterator, Literal, Optional, Sequence
 
 import numpy as np
 import torch
@@ -24,6 +25,7 @@ from torchvision.transforms import v2
 from ltbench.data.base import LTDataModule, Split
 from ltbench.data.device_loader import epoch_generator
 from ltbench.data.jpeg import EncodedFileDataset, EncodedImages, collate_encoded, decode_augment
+from ltbench.data.samplers import PASS_STREAM
 from ltbench.errors import DataError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -210,6 +212,7 @@ class ImageListLT(LTDataModule):
             raise DataError(f"data.init_args.decode={decode!r}; expected 'pil' or 'device'")
         self.decode = decode
         self._lists: dict[str, ListFile] = {}
+        self._pass_seed: Optional[int] = None
 
     # ---- list files ----------------------------------------------------------------------------
     def list_path(self, split: Split) -> str:
@@ -302,17 +305,33 @@ class ImageListLT(LTDataModule):
         return collate_encoded if self.decode == "device" else None
 
     def _jpeg_generators(self, device: torch.device) -> tuple[torch.Generator, torch.Generator]:
-        """Device and host generators of the current epoch, seeded from (seed, epoch, rank)."""
+        """Device and host generators of the current epoch, seeded from (seed, epoch, rank); in a
+        ``keyed_pass``, from the pass's seed alone."""
         trainer = self.trainer
         epoch = trainer.current_epoch if trainer is not None else 0
         rank = trainer.global_rank if trainer is not None else 0
-        key = (device, epoch, rank)
+        seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
+        if self._pass_seed is not None:
+            seed, epoch, rank = self._pass_seed, PASS_STREAM, 0
+        key = (device, seed, epoch, rank)
         cached = self.__dict__.get("_jpeg_gens")
         if cached is None or cached[0] != key:
-            seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
             cached = (key, epoch_generator(device, seed, epoch, rank), epoch_generator(torch.device("cpu"), seed, epoch, rank + 2**16))
             self.__dict__["_jpeg_gens"] = cached
         return cached[1], cached[2]
+
+    @contextmanager
+    def keyed_pass(self, seed: int) -> Iterator[None]:
+        """Device-decoded crops inside the block come from generators seeded by ``seed`` alone; the
+        current epoch's generators are put back after."""
+        saved, self._pass_seed = self.__dict__.pop("_jpeg_gens", None), int(seed)
+        try:
+            yield
+        finally:
+            self._pass_seed = None
+            self.__dict__.pop("_jpeg_gens", None)
+            if saved is not None:
+                self.__dict__["_jpeg_gens"] = saved
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         if isinstance(batch[0], EncodedImages):

@@ -25,6 +25,7 @@ from typing import Any, Literal, Optional
 
 import torch
 import torch.nn.functional as F
+from lightning.fabric.utilities.apply_func import move_data_to_device
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from timm.layers import trunc_normal_
 from torch import nn
@@ -391,20 +392,21 @@ class TSCNet(LTMethod):
         The images are training views, as the released code's hooks for the pass (the ``backdoor`` and
         ``gradcam`` data modes) read them with the training transform; host-side draws are keyed by
         (``DICTIONARY_SEED``, position), so the views are the same whatever ``num_workers`` or earlier
-        draws. It runs in a forked random state, so the run's own random stream is untouched.
+        draws; crops drawn on the device come from generators of that seed (``dm.keyed_pass``). It runs in
+        a forked random state, so the run's own random stream is untouched.
         """
         dm = self.trainer.datamodule
         if dm is None:
             raise LTBenchError("TSCNet builds its dictionary from the training split: run it with an ltbench data module")
-        loader = dm._loader(dm.dataset("train"), dm.eval_batch_size, shuffle=False, key_seed=DICTIONARY_SEED)
+        loader = dm._loader(dm.dataset("train"), dm.eval_batch_size, shuffle=False, key_seed=DICTIONARY_SEED, collate_fn=dm.train_collate_fn())
         devices = [self.device] if self.device.type == "cuda" else []
 
         def batches():
             for batch in loader:
-                x, y, idx = (t.to(self.device) for t in batch)
-                yield dm.on_after_batch_transfer((x, y, idx), 0)[0]
+                # as Lightning moves a batch: tensors only (device-decoded file bytes stay on the host)
+                yield dm.on_after_batch_transfer(move_data_to_device(batch, self.device), 0)[0]
 
-        with torch.random.fork_rng(devices=devices):
+        with torch.random.fork_rng(devices=devices), dm.keyed_pass(DICTIONARY_SEED):
             torch.manual_seed(DICTIONARY_SEED)
             with self.trainer.precision_plugin.forward_context():
                 feats = background_features(self.backbone.model, batches(), self.bg_threshold)
