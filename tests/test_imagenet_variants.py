@@ -48,14 +48,18 @@ def test_v2_integer_folders_are_imagenet_labels_in_numeric_order(tmp_path, class
     assert dm.protocol()["dataset"] == "ImageNetV2" and dm.split_targets("val").tolist() == targets.tolist()
 
 
-def test_sketch_labels_follow_the_classnames_order(tmp_path):
-    """Label k is the k-th line of classnames.txt (ImageNet's order), whatever the folders' sort order."""
+def test_labels_follow_imagenets_sorted_wnids_whatever_the_classnames_order(tmp_path):
+    """Label k is ImageNet's class k (the k-th wnid in sorted order, as the source run's TorchvisionSet labels
+    them), whatever order classnames.txt lists its lines in; V2's integer folders index that order too."""
     order = [7, 0, 3, 11, 1, 2, 4, 5, 6, 8, 9, 10]
     names = write_imagenet_classnames(tmp_path / "classnames.txt", [WNIDS[k] for k in order], [NAMES[k] for k in order])
     write_fake_image_folders(tmp_path / "sketch", WNIDS, per_class=1, ext="JPEG")
     dm = _variant("ImageNetSketch", tmp_path, names)
-    assert dm.class_names == [NAMES[k] for k in order]
-    assert [order[t] for t in dm.split_targets("test")] == [WNIDS.index(f) for f in _folder_of_each_item(dm)]
+    assert sorted(WNIDS) == WNIDS and dm.class_names == NAMES
+    assert list(dm.split_targets("test")) == [WNIDS.index(f) for f in _folder_of_each_item(dm)]
+    write_fake_image_folders(tmp_path / "imagenetv2-matched-frequency-format-val", [str(k) for k in range(12)], per_class=1, ext="jpeg")
+    v2 = _variant("ImageNetV2", tmp_path, names)
+    assert v2.class_names == NAMES and list(v2.split_targets("test")) == [int(f) for f in _folder_of_each_item(v2)]
 
 
 @pytest.mark.parametrize("name", ["ImageNetA", "ImageNetR"])

@@ -197,6 +197,26 @@ def test_cdc_maple_scores_each_view_under_its_own_templates_prompts():
     assert m.inference_outputs(torch.rand(2, 1, 8, 8))["scores"].shape == (2, 5)
 
 
+def test_cdc_maple_consistency_teacher_is_zero_shot():
+    """t0_pred's teacher is t0's zero-shot prediction: image features without the learned vision prompts."""
+    torch.manual_seed(0)
+    m = CDC(**TINY, prompt_style="maple", n_ctx=2, prompt_depth=2, consistency="t0_pred", augmentation="none")
+    x = torch.rand(3, 1, 8, 8)
+    out = m(x)
+    assert torch.allclose(out["zero_shot_image"][0], m.image_features(x), atol=1e-6)
+    assert not torch.allclose(out["image"][0], m.image_features(x), atol=1e-3)  # the students do see their prompts
+    m.training_loss(out, torch.tensor([0, 1, 2])).backward()
+    coop = CDC(**TINY, consistency="t0_pred", augmentation="none")
+    assert "zero_shot_image" not in coop(x)  # unprompted towers: the student's features are the teacher's
+
+
+def test_logits_stay_float32_under_autocast():
+    m = _maple().eval()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = m(torch.rand(2, 1, 8, 8))
+    assert logits.dtype == torch.float32
+
+
 # ---- through the CLI -------------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_maple_fits_on_digits_base_to_new_and_records_its_prompts(tmp_path):

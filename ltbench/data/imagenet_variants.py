@@ -115,8 +115,8 @@ class ImageNetVariant(LTDataModule):
                 f"{self.name}: image folder {where} does not exist; expected <class folder>/<image> under it "
                 "(give data.init_args.root or image_dir)"
             ) from None
-        wnids = list(names)
-        # folder name -> wnid, in ImageNet's class order
+        wnids = sorted(names)
+        # folder name -> wnid, in ImageNet's class order (sorted wnids, whatever order the names file lists them in)
         folder_wnid = {str(k): w for k, w in enumerate(wnids)} if layout.by_index else {w: w for w in wnids}
         if unknown := sorted(found - folder_wnid.keys()):
             expected = f"class indices 0..{len(wnids) - 1}" if layout.by_index else f"wnids listed in {source}"

@@ -109,14 +109,19 @@ class CDC(CLIPPromptMethod):
         return random_views(x, self.num_templates, self.clip.image_size, AUGMENT_SETS[self.augmentation])
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Training: logits (M, B, C) of each template on its own view, and the templates' class embeddings (M, C, E)."""
-        if self.augmentation == "none":
-            image = self.template_image_features(x)
-        else:
-            views = self.views(x)
-            image = self.template_image_features(views.view(self.num_templates, x.shape[0], *views.shape[1:]), fitted=True)
+        """Training: logits (M, B, C) of each template on its own view, the templates' class embeddings (M, C, E),
+        the image embeddings (M or 1, B, E) and, for MaPLe-style prompts with ``t0_pred``, the views' embeddings
+        without prompts (the zero-shot teacher's)."""
+        seen, fitted = (x, False) if self.augmentation == "none" else (self.views(x), True)
+        if fitted:
+            seen = seen.view(self.num_templates, x.shape[0], *seen.shape[1:])
+        image = self.template_image_features(seen, fitted)
         text = self.template_text()
-        return {"logits": self.cosine_logits(image, text), "text": text, "image": image}
+        out = {"logits": self.cosine_logits(image, text), "text": text, "image": image}
+        if self.prompts is not None and self.consistency == "t0_pred":  # the teacher is zero-shot: no learned vision prompts
+            plain = self.image_features(seen.flatten(0, 1) if fitted else seen, fitted)
+            out["zero_shot_image"] = plain.view(self.num_templates, x.shape[0], -1) if fitted else plain.unsqueeze(0)
+        return out
 
     def opinions(self, logits: torch.Tensor) -> Opinion:
         """Per-template Dirichlet opinions (M, B, C) / (M, B) from logits."""
@@ -159,7 +164,7 @@ class CDC(CLIPPromptMethod):
         tce = trusted_cross_entropy(alphas.flatten(0, 1), target.repeat(alphas.shape[0]), lam).view(alphas.shape[0], -1)
         loss_tce = tce.sum(0).mean()  # TMC: sum over views and the fused opinion, mean over the batch
         loss_div = self.diversity_loss(text)
-        loss_con = self.consistency_loss(text, out["image"], logits)
+        loss_con = self.consistency_loss(text, out.get("zero_shot_image", out["image"]), logits)
         if self._trainer is not None:
             self.log_dict({"train/tce": loss_tce, "train/div": loss_div, "train/con": loss_con, "train/kl_weight": lam})
         return loss_tce + self.lambda_div * loss_div + self.lambda_con * loss_con

@@ -142,8 +142,10 @@ class CLIPPromptMethod(LTMethod):
         return self.image_features(x, fitted).unsqueeze(0)
 
     def cosine_logits(self, image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        """scale * cos: image (..., B, E) against text (..., C, E) -> (..., B, C), in float32."""
-        return self.logit_scale * image.float() @ text.float().transpose(-1, -2)
+        """scale * cos: image (..., B, E) against text (..., C, E) -> (..., B, C), in float32 also under autocast
+        (with CLIP's scale 100, bf16 logits of 20-35 would sit on a grid of 0.125-0.25)."""
+        with torch.autocast(image.device.type, enabled=False):
+            return self.logit_scale * image.float() @ text.float().transpose(-1, -2)
 
     # ---- optimiser -------------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:

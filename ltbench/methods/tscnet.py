@@ -367,7 +367,8 @@ class TSCNet(LTMethod):
         return z, prior, {"source": "built", "path": str(path), "key": key, **meta}
 
     def _dictionary_fields(self) -> dict[str, Any]:
-        """Everything the built dictionary depends on: data split, backbone and its weights, K, the builder."""
+        """Everything the built dictionary depends on: data split, backbone and its weights, K, the builder, the
+        pass's batch size (device-decoded crops are drawn per batch) and precision."""
         dm = self.trainer.datamodule
         proto = dm.protocol() if dm is not None and hasattr(dm, "protocol") else {}
         extras = dm.protocol_extras() if dm is not None and hasattr(dm, "protocol_extras") else {}
@@ -383,6 +384,8 @@ class TSCNet(LTMethod):
             "num_confounders": self.num_confounders,
             "bg_threshold": self.bg_threshold,
             "builder": BUILDER_VERSION,
+            "pass_batch_size": dm.eval_batch_size if dm is not None else None,  # device-decoded crops are drawn per batch
+            "precision": str(getattr(self.trainer, "precision", None)),
         }
 
     @torch.no_grad()

@@ -7,7 +7,7 @@ transformer with its causal mask, final norm, text projection); nothing of the t
 Class names are tokenised and embedded once per class set and cached, so a step only runs the
 transformer. The image tower takes any input: one channel is repeated to three and the image is
 resized on the device to the tower's input size. MaPLe's deep prompts run both towers block by block
-with open_clip's own blocks (``run_blocks``), replacing the prompt positions at each prompted layer.
+with open_clip's own blocks (``run_prompted_blocks``), replacing the prompt positions at each prompted layer.
 
 The towers never train: no gradient, eval mode whatever ``train()`` is asked, and their weights are
 left out of checkpoints (they come back from ``model_name``/``pretrained`` when the model is built).
@@ -122,7 +122,8 @@ class FrozenCLIP(nn.Module):
     def encode_embeddings(self, x: torch.Tensor, eot: torch.Tensor, deep: Optional[torch.Tensor] = None) -> torch.Tensor:
         """open_clip's text path from token embeddings (N, L, W): + positions, causal transformer,
         final norm, the EOT feature times the projection. (N, E) in float32, not normalised.
-        ``deep`` (N, D, n_ctx, W): prompts that replace positions 1 .. n_ctx at layers 1 .. D (MaPLe)."""
+        ``deep`` (G, D, n_ctx, W): prompts that replace positions 1 .. n_ctx at layers 1 .. D (MaPLe), one set
+        per group of N / G consecutive rows."""
         text = self.clip.text
         n = x.shape[1]
         x = x + text.positional_embedding[:n].to(x.dtype)
@@ -130,7 +131,7 @@ class FrozenCLIP(nn.Module):
         if deep is None:
             x = text.transformer(x, attn_mask=mask)
         else:
-            x = run_blocks(text.transformer, x, mask, deep.to(x.dtype), start=1)
+            x = run_prompted_blocks(text.transformer, x, mask, deep.to(x.dtype), start=1)
         x = text.ln_final(x)
         pooled = x[torch.arange(x.shape[0], device=x.device), eot.to(x.device)]
         proj = text.text_projection
@@ -179,10 +180,7 @@ class FrozenCLIP(nn.Module):
             [emb[:, :, :1], context[:, None].to(emb.dtype).expand(m, c, n_ctx, w), emb[:, :, 1 + n_ctx :]],
             dim=2,
         )
-        per_row = None
-        if deep is not None:  # (M, D, n, W) -> (M * C, D, n, W), template-major as the rows
-            per_row = deep.unsqueeze(1).expand(m, c, *deep.shape[1:]).flatten(0, 1)
-        return self.encode_embeddings(x.reshape(m * c, length, w), eot.expand(m, c).reshape(-1), per_row).view(m, c, -1)
+        return self.encode_embeddings(x.reshape(m * c, length, w), eot.expand(m, c).reshape(-1), deep).view(m, c, -1)
 
     def context_from_template(self, template: str, n_ctx: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """(n_ctx, W) initial context from a hand-crafted template's words before ``{}``: its last n_ctx
@@ -251,9 +249,9 @@ class FrozenCLIP(nn.Module):
             tokens = v._embeds(flat if fitted else self.fit_input(flat))
         b, length = (x.shape[1] if views else x.shape[0]), tokens.shape[1]
         tokens = tokens.view(-1, b, length, wv).expand(m, b, length, wv).flatten(0, 1)
-        p = prompts.to(tokens.dtype).unsqueeze(1).expand(m, b, depth, n_ctx, wv).flatten(0, 1)
-        seq = torch.cat([tokens, v.ln_pre(p[:, 0])], dim=1)
-        out = run_blocks(v.transformer, seq, None, p[:, 1:], start=length)
+        p = prompts.to(tokens.dtype)
+        first = v.ln_pre(p[:, 0]).unsqueeze(1).expand(m, b, n_ctx, wv).flatten(0, 1)
+        out = run_prompted_blocks(v.transformer, torch.cat([tokens, first], dim=1), None, p[:, 1:], start=length)
         pooled, _ = v._pool(out[:, :length])
         if v.proj is not None:
             pooled = pooled @ v.proj
@@ -263,17 +261,23 @@ class FrozenCLIP(nn.Module):
         return f"model={self.model_name!r}, image_size={self.image_size}, logit_scale={self.logit_scale:.2f}, frozen"
 
 
-def run_blocks(transformer: nn.Module, x: torch.Tensor, attn_mask: Optional[torch.Tensor], deep: torch.Tensor, start: int) -> torch.Tensor:
+def run_prompted_blocks(
+    transformer: nn.Module, x: torch.Tensor, attn_mask: Optional[torch.Tensor], deep: torch.Tensor, start: int
+) -> torch.Tensor:
     """open_clip's ``Transformer`` block by block on (N, L, W), with MaPLe's deeper prompts: before block i
-    (1 <= i <= D) the n_ctx positions from ``start`` become ``deep[:, i - 1]`` (deep: (N, D, n_ctx, W))."""
+    (1 <= i <= D) the n_ctx positions from ``start`` are replaced by ``deep[:, i - 1]``. ``deep`` (G, D, n_ctx, W)
+    holds one prompt set per group of N / G consecutive rows (template-major); a layer's prompts are spread
+    over the rows only when that layer is reached."""
     if not getattr(transformer, "batch_first", True):
         raise LTBenchError("deep prompts need open_clip's batch-first transformer")
-    n = deep.shape[2]
+    g, _, n, w = deep.shape
+    rows = x.shape[0]
     for i, block in enumerate(transformer.resblocks):
         if 1 <= i <= deep.shape[1]:
-            x = torch.cat([x[:, :start], deep[:, i - 1], x[:, start + n :]], dim=1)
+            prompts = deep[:, i - 1].unsqueeze(1).expand(g, rows // g, n, w).reshape(rows, n, w)
+            x = torch.cat([x[:, :start], prompts, x[:, start + n :]], dim=1)
         x = block(x, attn_mask=attn_mask)
     return x
 
 
-__all__ = ["FrozenCLIP", "TINY_CLIP", "fit_input", "run_blocks"]
+__all__ = ["FrozenCLIP", "TINY_CLIP", "fit_input", "run_prompted_blocks"]
