@@ -11,7 +11,8 @@ images are read from each archive's own folder of class folders (``image_dir``, 
   label space is the classes that have a folder, so the model scores only those names (as CoOp's
   ``imagenet_a.py`` / ``imagenet_r.py``).
 
-Class names and ImageNet's class order come from CoOp's ``classnames.txt`` (``<wnid> <name>`` lines,
+ImageNet's class order is its sorted wnids (the source run's ``TorchvisionSet`` order; V2's folder k is
+class k). Class names come from CoOp's ``classnames.txt`` (``<wnid> <name>`` lines, in any order,
 ``classnames``), or else from torchvision's ImageNet meta file (``meta.bin`` under ``imagenet_root``; the
 first of its names per wnid, as ``TorchvisionSet(name="ImageNet")`` names them). A set with a folder per
 ImageNet class (V2, Sketch) must have all of them. Give the file the source run named its classes with
