@@ -217,10 +217,9 @@ class SeDA(LTMethod):
         hp = self.hparams
         return class_text_features(self.class_names, self.templates, hp.text_model, hp.text_pretrained, hp.quick_gelu)
 
-    def _encode_item_text(self) -> torch.Tensor:
+    def _encode_item_text(self, dm: Any) -> torch.Tensor:
         """The training items' features (N_train, E) from the data module's ``item_texts('train')``."""
         hp = self.hparams
-        dm = self.trainer.datamodule if self._trainer is not None else None
         texts = dm.item_texts("train") if dm is not None and hasattr(dm, "item_texts") else None
         if texts is None:
             raise LTBenchError(f"SeDA: model.init_args.text_source=item needs per-item training texts, and {type(dm).__name__} "
@@ -231,15 +230,17 @@ class SeDA(LTMethod):
                                f"has {self.item_raw.shape[0]} (num_train)")  # fmt: skip
         return grouped_text_features(texts, hp.text_model, hp.text_pretrained, hp.quick_gelu)
 
-    def prepare_text(self) -> None:
+    def prepare_text(self, datamodule: Any = None) -> None:
         """Run the text tower once, unless the features are there (from a checkpoint or an earlier call).
 
-        With ``text_source: item`` the item features are encoded too and ``text_norm`` is fitted over
-        them (the targets' distribution) instead of over the class features."""
+        With ``text_source: item`` the item features of ``datamodule`` (default: the trainer's) are
+        encoded too and ``text_norm`` is fitted over them (the targets' distribution) instead of over
+        the class features."""
         if not bool(self.text_ready):
             self.text_raw.copy_(self._encode_text())
             if self.text_source == "item":
-                self.item_raw.copy_(self._encode_item_text())
+                dm = datamodule if datamodule is not None else (self.trainer.datamodule if self._trainer is not None else None)
+                self.item_raw.copy_(self._encode_item_text(dm))
             self.text_ready.fill_(True)
             self.tnorm.fit(self.item_raw if self.text_source == "item" else self.text_raw)
 
