@@ -6,7 +6,9 @@ and there is no public code: the structure below is the abstract's, every inferr
 
 Features: v from the backbone and fixed class text features t_c (an open_clip text tower run once
 at set-up over a template set; only the (C, E) result is kept), each normalised as
-``visual_norm`` / ``text_norm`` say. Visual category centres mu_c are a running statistic of the
+``visual_norm`` / ``text_norm`` say; with ``text_source: item`` a training image's text target is
+instead its own texts' feature (e.g. COCO captions from the data module's ``item_texts``, embedded
+once at set-up and gathered by the batch's index; training only). Visual category centres mu_c are a running statistic of the
 detached features. Stages, in one ``fit``:
 
 1. ``backbone``: the backbone and a linear head trained with CE (BCE for multi-label data).
@@ -228,7 +230,9 @@ class SeDA(LTMethod):
         if len(texts) != self.item_raw.shape[0]:
             raise LTBenchError(f"SeDA: {type(dm).__name__}.item_texts('train') gives {len(texts)} items; the training split "
                                f"has {self.item_raw.shape[0]} (num_train)")  # fmt: skip
-        return grouped_text_features(texts, hp.text_model, hp.text_pretrained, hp.quick_gelu)
+        # on the accelerator when there is one: set-up runs before Lightning moves the model there
+        device = self.trainer.strategy.root_device if self._trainer is not None else None
+        return grouped_text_features(texts, hp.text_model, hp.text_pretrained, hp.quick_gelu, device=device)
 
     def prepare_text(self, datamodule: Any = None) -> None:
         """Run the text tower once, unless the features are there (from a checkpoint or an earlier call).

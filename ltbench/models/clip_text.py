@@ -311,21 +311,26 @@ def grouped_text_features(
     quick_gelu: Optional[bool] = None,
     init_seed: int = 0,
     batch_size: int = 256,
+    device: Optional[torch.device] = None,
 ) -> torch.Tensor:
     """One feature per group of texts (N, E), float32, e.g. an image's captions: the mean of the
     L2-normalised embeddings of the group's texts, normalised again (CLIP's prompt ensemble applied to
     free text). The tower is built as ``class_text_features`` builds it, run once over all texts in
-    batches of ``batch_size`` and dropped. Every group needs at least one text."""
+    batches of ``batch_size`` on ``device`` (default CPU; the result is on the CPU) and dropped. Every
+    group needs at least one text."""
     from open_clip import get_tokenizer
 
     counts = torch.tensor([len(g) for g in groups], dtype=torch.long)
     if len(groups) and int(counts.min()) < 1:
         raise LTBenchError(f"grouped_text_features: group {int(counts.argmin())} has no text; every group needs at least one")
     texts = [t for g in groups for t in g]
-    tower = _seeded_tower(model_name, pretrained, quick_gelu, init_seed)
+    tower = _seeded_tower(model_name, pretrained, quick_gelu, init_seed).to(device or "cpu")
     tokenizer = get_tokenizer(model_name)
     with torch.no_grad():
-        parts = [F.normalize(tower(tokenizer(texts[i : i + batch_size])).float(), dim=-1) for i in range(0, len(texts), batch_size)]
+        parts = [
+            F.normalize(tower(tokenizer(texts[i : i + batch_size]).to(device or "cpu")).float(), dim=-1).cpu()
+            for i in range(0, len(texts), batch_size)
+        ]
     emb = torch.cat(parts) if parts else torch.zeros(0, 1)
     owner = torch.repeat_interleave(torch.arange(len(groups)), counts)
     sums = emb.new_zeros(len(groups), emb.shape[1]).index_add_(0, owner, emb)
