@@ -8,8 +8,8 @@ Features: v from the backbone and fixed class text features t_c (an open_clip te
 at set-up over a template set; only the (C, E) result is kept), each normalised as
 ``visual_norm`` / ``text_norm`` say; with ``text_source: item`` a training image's text target is
 instead its own texts' feature (e.g. COCO captions from the data module's ``item_texts``, embedded
-once at set-up and gathered by the batch's index; training only). Visual category centres mu_c are a running statistic of the
-detached features. Stages, in one ``fit``:
+once at set-up and gathered by the batch's index; training only). Visual category centres mu_c are
+a running statistic of the detached features. Stages, in one ``fit``:
 
 1. ``backbone``: the backbone and a linear head trained with CE (BCE for multi-label data).
 2. ``semantic_learner``: a conditional denoiser eps(s_k, k, v) trained with the DDPM loss on
