@@ -146,6 +146,12 @@ class LTDataModule(L.LightningDataModule):
             raise LTBenchError(f"{type(self).__name__}: its {split} dataset states no targets (a `targets` attribute, in item order)")
         return np.asarray(targets)
 
+    def item_texts(self, split: Split) -> Optional[list[list[str]]]:
+        """Per-item texts of ``split`` (e.g. an image's captions), one list per item in the order of the
+        ``index`` its batches carry; ``None``: no per-item text (the default). Training-time privileged
+        information: a method may read it for training targets, never at evaluation."""
+        return None
+
     def protocol(self) -> dict[str, Any]:
         groups = self.groups
         return {

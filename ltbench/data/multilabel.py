@@ -506,6 +506,66 @@ class COCOLT(MultiLabelLT):
                   sha256="f31e853d2c7b69512c62b65ff1db067a49b3ab86a62f685c7da86b7c3dd04768"),
     )
 
+    def __init__(self, root: str, captions: Optional[str] = None, **kwargs: Any) -> None:
+        """
+        Args:
+            root: the COCO 2017 root (see ``MultiLabelLT``).
+            captions: COCO's ``captions_train2017.json`` (annotations_trainval2017.zip from cocodataset.org):
+                each training image's captions become its per-item texts (``item_texts``), matched by file
+                name through the json's ``images``; null: no per-item text.
+        """
+        super().__init__(root=root, **kwargs)
+        self.captions = captions
+
+    @cached_property
+    def _train_captions(self) -> tuple[list[list[str]], dict[str, Any]]:
+        path = str(self.captions)
+        if not os.path.isfile(path):
+            raise DataError(f"COCO captions missing: expected {path} (data.init_args.captions; captions_train2017.json "
+                            "from annotations_trainval2017.zip at cocodataset.org)")  # fmt: skip
+        with open(path, "rb") as f:
+            raw = f.read()
+        try:
+            data = json.loads(raw)
+            id_of = {str(im["file_name"]): int(im["id"]) for im in data["images"]}
+            texts: dict[int, list[str]] = {}
+            for ann in data["annotations"]:
+                texts.setdefault(int(ann["image_id"]), []).append(str(ann["caption"]).strip())
+        except (ValueError, KeyError, TypeError) as e:
+            raise DataError(f"COCO captions unreadable: {path} ({type(e).__name__}: {e}); expected a COCO captions json "
+                            "with 'images' (id, file_name) and 'annotations' (image_id, caption)") from None  # fmt: skip
+        split = self.read_split("train")
+        out = []
+        for k, rel in enumerate(split.paths):
+            name = os.path.basename(rel)
+            if name not in id_of:
+                raise DataError(f"{path}: no image {name} (item {k + 1} of {split.origin}); expected the captions json of COCO 2017 train")
+            image_id = id_of[name]
+            if not texts.get(image_id):
+                raise DataError(f"{path}: image {image_id} ({name}, item {k + 1} of {split.origin}) has no caption")
+            out.append(texts[image_id])
+        facts = {
+            "source": "COCO 2017 captions, matched by file name",
+            "file": path,
+            "sha256": hashlib.sha256(raw).hexdigest(),
+            "texts": sum(len(t) for t in out),
+            "items": len(out),
+        }
+        return out, facts
+
+    def item_texts(self, split: Split) -> Optional[list[list[str]]]:
+        """Each training image's COCO captions (``captions``); none for the test split (val2017 captions are
+        not read: per-item text is for training only)."""
+        if self.captions is None or split != "train":
+            return None
+        return self._train_captions[0]
+
+    def protocol_extras(self) -> dict[str, Any]:
+        extras = super().protocol_extras()
+        if self.captions is not None:
+            extras["item_texts"] = self._train_captions[1]
+        return extras
+
     @property
     def annotation_hint(self) -> str:
         return f"{os.path.join(self.root, 'annotations')}/instances_{{train,val}}2017.json and {self.id_file}"

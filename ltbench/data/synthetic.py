@@ -228,3 +228,36 @@ def write_fake_image_list(
     for split, lines in rows.items():
         (root / f"{prefix}_{split}.txt").write_text("\n".join(lines) + "\n")
     return root
+
+
+def write_fake_coco_lt(
+    root: str | Path,
+    train_labels: list[list[int]],
+    test_labels: list[list[int]],
+    captions: Optional[list[list[str]]] = None,
+    seed: int = 0,
+) -> Path:
+    """A COCO 2017 root in COCO-LT's list layout under ``root``: ``train2017/`` and ``val2017/`` JPEGs named
+    ``%012d.jpg`` by image id, ``coco_lt_{train,test}.txt`` lists (0-indexed labels) and, with ``captions``
+    (one list per training item), ``annotations/captions_train2017.json`` in COCO's captions format,
+    its ``images`` in another order than the list (reversed) so matching by file name is exercised.
+    Returns ``root``."""
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    rows: dict[str, list[str]] = {}
+    train_ids = [1000 + 7 * i for i in range(len(train_labels))]
+    for split, folder, ids, labels in (("train", "train2017", train_ids, train_labels),
+                                       ("test", "val2017", [5000 + i for i in range(len(test_labels))], test_labels)):  # fmt: skip
+        rows[split] = []
+        for image_id, labs in zip(ids, labels):
+            rel = f"{folder}/{image_id:012d}.jpg"
+            _write_jpeg(root / rel, rng)
+            rows[split].append(" ".join([rel, *map(str, labs)]))
+        (root / f"coco_lt_{split}.txt").write_text("\n".join(rows[split]) + "\n")
+    if captions is not None:
+        images = [{"id": i, "file_name": f"{i:012d}.jpg", "height": 24, "width": 24} for i in train_ids][::-1]
+        pairs = [(i, c) for i, texts in zip(train_ids, captions) for c in texts]
+        anns = [{"id": k + 1, "image_id": i, "caption": c} for k, (i, c) in enumerate(pairs)]
+        (root / "annotations").mkdir(parents=True, exist_ok=True)
+        (root / "annotations" / "captions_train2017.json").write_text(json.dumps({"info": {}, "licenses": [], "images": images, "annotations": anns}))
+    return root

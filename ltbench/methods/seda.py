@@ -6,8 +6,10 @@ and there is no public code: the structure below is the abstract's, every inferr
 
 Features: v from the backbone and fixed class text features t_c (an open_clip text tower run once
 at set-up over a template set; only the (C, E) result is kept), each normalised as
-``visual_norm`` / ``text_norm`` say. Visual category centres mu_c are a running statistic of the
-detached features. Stages, in one ``fit``:
+``visual_norm`` / ``text_norm`` say; with ``text_source: item`` a training image's text target is
+instead its own texts' feature (e.g. COCO captions from the data module's ``item_texts``, embedded
+once at set-up and gathered by the batch's index; training only). Visual category centres mu_c are
+a running statistic of the detached features. Stages, in one ``fit``:
 
 1. ``backbone``: the backbone and a linear head trained with CE (BCE for multi-label data).
 2. ``semantic_learner``: a conditional denoiser eps(s_k, k, v) trained with the DDPM loss on
@@ -38,7 +40,7 @@ from torch import nn
 from ltbench.errors import LTBenchError
 from ltbench.methods.base import LTMethod
 from ltbench.methods.stages import Stage
-from ltbench.models.clip_text import class_text_features, register_configs, resolve_templates
+from ltbench.models.clip_text import class_text_features, grouped_text_features, register_configs, resolve_templates
 from ltbench.models.feature_diffusion import Arch, NoiseSchedule, Prediction, VectorDenoiser, param_count
 from ltbench.models.feature_stats import ClassCentres, FeatureNorm, NormMode
 from ltbench.models.heads import CosineHead
@@ -46,6 +48,7 @@ from ltbench.models.heads import CosineHead
 Variant = Literal["full", "stage1", "projection"]
 Classifier = Literal["linear", "cosine", "text_similarity"]
 Distance = Literal["mse", "cos"]
+TextSource = Literal["class", "item"]
 
 
 def _distance(kind: Distance, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -77,6 +80,7 @@ class SeDA(LTMethod):
         text_pretrained: Optional[str] = None,
         quick_gelu: Optional[bool] = None,
         templates: Union[str, list[str]] = "photo",
+        text_source: TextSource = "class",
         visual_norm: NormMode = "standardise",
         text_norm: NormMode = "standardise",
         centre_momentum: Optional[float] = 0.9,
@@ -117,6 +121,9 @@ class SeDA(LTMethod):
                 tests; a tag downloads, a local file does not, None is a random tower seeded by 0).
             templates: a template set (``photo``: "a photo of a {}."; ``clip7``: CLIP's 7-template
                 ensemble) or a list of templates.
+            text_source: the stage-2 (and projection) text target of a training image: ``class`` (its class's
+                text feature; multi-label: the mean over its positives) or ``item`` (the prompt-ensemble mean
+                of its own texts, e.g. COCO captions, from the data module's ``item_texts``; training only).
             visual_norm, text_norm: ``standardise`` (per-dimension, running statistics for v, over the
                 classes for t), ``l2`` or ``none``: the abstract's feature-range mismatch.
             centre_momentum: EMA momentum of the visual category centres; null: exact running mean.
@@ -157,6 +164,7 @@ class SeDA(LTMethod):
             ("align_loss", align_loss, ("mse", "cos")),
             ("learner_target", learner_target, ("centre", "visual")),
             ("pfin", pfin, ("xattn", "gated")),
+            ("text_source", text_source, ("class", "item")),
         ):
             if value not in allowed:
                 raise LTBenchError(f"SeDA: {name}={value!r}; expected {' or '.join(map(repr, allowed))}")
@@ -174,12 +182,15 @@ class SeDA(LTMethod):
         self.register_buffer("text_ready", torch.zeros((), dtype=torch.bool))
         if dt is None:  # no open_clip config to read the width from: run the tower now
             self.register_buffer("text_raw", self._encode_text())
-            self.text_ready.fill_(True)
+            self.text_ready.fill_(text_source == "class")  # item features need the data module: set-up
             dt = self.text_raw.shape[1]
         else:
             self.register_buffer("text_raw", torch.zeros(self.num_classes, dt))
+        self.text_source = text_source
+        # per-item text features (N_train, E), filled like text_raw at set-up; training targets only
+        self.register_buffer("item_raw", torch.zeros(self.num_train if text_source == "item" else 0, dt))
         self.tnorm = FeatureNorm(dt, text_norm)
-        if bool(self.text_ready):
+        if bool(self.text_ready) and text_source == "class":
             self.tnorm.fit(self.text_raw)
         net = dict(width=width, depth=depth, arch=arch, heads=heads, dropout=dropout)
         self.learner = VectorDenoiser(dv, [dv], interaction="add", hidden_dim=dv, **net) if variant != "projection" else None
@@ -208,12 +219,34 @@ class SeDA(LTMethod):
         hp = self.hparams
         return class_text_features(self.class_names, self.templates, hp.text_model, hp.text_pretrained, hp.quick_gelu)
 
-    def prepare_text(self) -> None:
-        """Run the text tower once, unless the features are there (from a checkpoint or an earlier call)."""
+    def _encode_item_text(self, dm: Any) -> torch.Tensor:
+        """The training items' features (N_train, E) from the data module's ``item_texts('train')``."""
+        hp = self.hparams
+        texts = dm.item_texts("train") if dm is not None and hasattr(dm, "item_texts") else None
+        if texts is None:
+            raise LTBenchError(f"SeDA: model.init_args.text_source=item needs per-item training texts, and {type(dm).__name__} "
+                               "states none (LTDataModule.item_texts; for COCOLT set data.init_args.captions to "
+                               "captions_train2017.json), or set text_source: class")  # fmt: skip
+        if len(texts) != self.item_raw.shape[0]:
+            raise LTBenchError(f"SeDA: {type(dm).__name__}.item_texts('train') gives {len(texts)} items; the training split "
+                               f"has {self.item_raw.shape[0]} (num_train)")  # fmt: skip
+        # on the accelerator when there is one: set-up runs before Lightning moves the model there
+        device = self.trainer.strategy.root_device if self._trainer is not None else None
+        return grouped_text_features(texts, hp.text_model, hp.text_pretrained, hp.quick_gelu, device=device)
+
+    def prepare_text(self, datamodule: Any = None) -> None:
+        """Run the text tower once, unless the features are there (from a checkpoint or an earlier call).
+
+        With ``text_source: item`` the item features of ``datamodule`` (default: the trainer's) are
+        encoded too and ``text_norm`` is fitted over them (the targets' distribution) instead of over
+        the class features."""
         if not bool(self.text_ready):
             self.text_raw.copy_(self._encode_text())
+            if self.text_source == "item":
+                dm = datamodule if datamodule is not None else (self.trainer.datamodule if self._trainer is not None else None)
+                self.item_raw.copy_(self._encode_item_text(dm))
             self.text_ready.fill_(True)
-            self.tnorm.fit(self.text_raw)
+            self.tnorm.fit(self.item_raw if self.text_source == "item" else self.text_raw)
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
@@ -226,8 +259,13 @@ class SeDA(LTMethod):
         """The normalised class text features (C, E): the stage-2 targets and the similarity classifier."""
         return self.tnorm(self.text_raw)
 
-    def text_target(self, labels: torch.Tensor) -> torch.Tensor:
-        """Each training sample's text target: its class's features, or the mean over its positive classes."""
+    def text_target(self, labels: torch.Tensor, index: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Each training sample's text target: its class's features, or the mean over its positive classes;
+        with ``text_source: item`` its own texts' feature, gathered on the device by the batch's ``index``."""
+        if self.text_source == "item":
+            if index is None:
+                raise LTBenchError("SeDA: text_source=item reads a training sample's text by its index; none given")
+            return self.tnorm(self.item_raw[index])
         return (labels / labels.sum(1, keepdim=True).clamp_min(1.0)) @ self.class_text()
 
     # ---- stages ----------------------------------------------------------------------------------
@@ -289,7 +327,7 @@ class SeDA(LTMethod):
 
     # ---- training --------------------------------------------------------------------------------
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        x, y, _ = batch
+        x, y, index = batch
         stage = self._stage_name()
         if stage == "backbone":
             parts = {"cls": self.training_loss(self.pre_head(self.backbone(x)), y)}
@@ -298,6 +336,8 @@ class SeDA(LTMethod):
                 v = self.backbone(x)
             labels = self._labels(y)
             valid = (labels.sum(1) > 0).float()
+            # an image's own texts are a target even without a positive label
+            t_valid = torch.ones_like(valid) if self.text_source == "item" else valid
             if stage in ("semantic_learner", "projection"):
                 self.vnorm.update(v)
                 self.centres.update(v, labels)
@@ -305,10 +345,10 @@ class SeDA(LTMethod):
             if stage == "semantic_learner":
                 parts = self._learner_losses(v_n, labels, valid)
             elif stage == "semantic_translator":
-                parts = self._translator_losses(v_n, labels, valid)
+                parts = self._translator_losses(v_n, self.text_target(labels, index), t_valid)
             elif stage == "projection":
-                align = _distance(self.align_loss, self.generate(v_n), self.text_target(labels))
-                parts = {"align": self.weights["align"] * _masked_mean(align, valid)}
+                align = _distance(self.align_loss, self.generate(v_n), self.text_target(labels, index))
+                parts = {"align": self.weights["align"] * _masked_mean(align, t_valid)}
             else:
                 with torch.no_grad():
                     f = self.generate(v_n)
@@ -340,10 +380,9 @@ class SeDA(LTMethod):
             "centre": self.weights["centre"] * _masked_mean(_distance(self.centre_loss, hidden, mu), valid),
         }
 
-    def _translator_losses(self, v_n: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _translator_losses(self, v_n: torch.Tensor, t0: torch.Tensor, valid: torch.Tensor) -> dict[str, torch.Tensor]:
         with torch.no_grad():
             s = self.semantic(v_n)
-        t0 = self.text_target(labels)
         noise, k = self._noise(t0)
         t_k = self.schedule.add_noise(t0, noise, k)
         out, _ = self.translator(t_k, k, [s, v_n])
@@ -369,6 +408,11 @@ class SeDA(LTMethod):
             "text_pretrained": hp.text_pretrained,
             "text_templates": list(self.templates),
             "text_dim": int(self.text_raw.shape[1]),
+            "text_source": self.text_source,
+            "text_target": (
+                "the image's own texts (data item_texts): mean of their L2-normalised embeddings, normalised; training only"
+                if self.text_source == "item" else "the class's text feature (multi-label: mean over positives)"
+            ),
             "feature_norm": {"visual": self.vnorm.mode, "text": self.tnorm.mode},
             "centres": {"momentum": self.centres.momentum, "stage1_sampler": self.stage1_sampler or "data's"},
             "diffusion": self.schedule.describe() if diffusion else None,

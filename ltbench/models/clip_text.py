@@ -290,13 +290,51 @@ def class_text_features(
     from open_clip import get_tokenizer
 
     templates = resolve_templates(templates)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(init_seed)
-        tower = build_text_tower(model_name, pretrained, quick_gelu).eval()
+    tower = _seeded_tower(model_name, pretrained, quick_gelu, init_seed)
     tokenizer = get_tokenizer(model_name)
     with torch.no_grad():  # not around building: ``ltbench-digits`` may pretrain its tower there the first time
         per_template = [F.normalize(tower(tokenizer(class_prompts(class_names, t))).float(), dim=-1) for t in templates]
     return F.normalize(torch.stack(per_template).mean(0), dim=-1)
+
+
+def _seeded_tower(model_name: str, pretrained: Optional[Union[str, Path]], quick_gelu: Optional[bool], init_seed: int) -> nn.Module:
+    """The text tower in eval mode; a random one is drawn from ``init_seed`` alone, the global generator left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(init_seed)
+        return build_text_tower(model_name, pretrained, quick_gelu).eval()
+
+
+def grouped_text_features(
+    groups: Sequence[Sequence[str]],
+    model_name: str = "RN50",
+    pretrained: Optional[Union[str, Path]] = None,
+    quick_gelu: Optional[bool] = None,
+    init_seed: int = 0,
+    batch_size: int = 256,
+    device: Optional[torch.device] = None,
+) -> torch.Tensor:
+    """One feature per group of texts (N, E), float32, e.g. an image's captions: the mean of the
+    L2-normalised embeddings of the group's texts, normalised again (CLIP's prompt ensemble applied to
+    free text). The tower is built as ``class_text_features`` builds it, run once over all texts in
+    batches of ``batch_size`` on ``device`` (default CPU; the result is on the CPU) and dropped. Every
+    group needs at least one text."""
+    from open_clip import get_tokenizer
+
+    counts = torch.tensor([len(g) for g in groups], dtype=torch.long)
+    if len(groups) and int(counts.min()) < 1:
+        raise LTBenchError(f"grouped_text_features: group {int(counts.argmin())} has no text; every group needs at least one")
+    texts = [t for g in groups for t in g]
+    tower = _seeded_tower(model_name, pretrained, quick_gelu, init_seed).to(device or "cpu")
+    tokenizer = get_tokenizer(model_name)
+    with torch.no_grad():
+        parts = [
+            F.normalize(tower(tokenizer(texts[i : i + batch_size]).to(device or "cpu")).float(), dim=-1).cpu()
+            for i in range(0, len(texts), batch_size)
+        ]
+    emb = torch.cat(parts) if parts else torch.zeros(0, 1)
+    owner = torch.repeat_interleave(torch.arange(len(groups)), counts)
+    sums = emb.new_zeros(len(groups), emb.shape[1]).index_add_(0, owner, emb)
+    return F.normalize(sums / counts.unsqueeze(1).to(sums.dtype), dim=-1)
 
 
 def describe(encoder: CLIPTextEncoder) -> dict[str, Any]:
@@ -311,4 +349,4 @@ def describe(encoder: CLIPTextEncoder) -> dict[str, Any]:
 
 
 __all__ = ["CLIPTextEncoder", "build_clip", "build_text_tower", "load_clip_weights", "class_prompts", "register_configs", "TINY_TEXT", "describe"]
-__all__ += ["TEMPLATE_SETS", "resolve_templates", "class_text_features"]
+__all__ += ["TEMPLATE_SETS", "resolve_templates", "class_text_features", "grouped_text_features"]
