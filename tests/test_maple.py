@@ -144,6 +144,23 @@ def test_initialisation_follows_the_official_code():
     assert w.abs().max() <= 1 / 8 and 0.015 < float(p.deep_text.detach().std()) < 0.025  # U(+-1/sqrt(64)); N(0, 0.02)
 
 
+def test_coupling_ties_the_vision_prompts_to_the_text_and_none_unties_them():
+    """MaPLe: a loss on the image side alone reaches the text prompts through the couplings; Independent V-L
+    Prompting (coupling none): free vision prompts, N(0, 0.02), and the image side reaches no text prompt."""
+    x = torch.rand(3, 1, 8, 8)
+    for coupling, reaches_text in (("linear", True), ("none", False)):
+        m = _maple(coupling=coupling)
+        m.template_image_features(x).sum().backward()
+        grad = m.prompts.deep_text.grad
+        assert (grad is not None and grad.abs().sum() > 0) == reaches_text
+    torch.manual_seed(0)
+    free = MultimodalPrompts(torch.zeros(1, 2, 64), depth=3, vision_width=32, coupling="none")
+    assert free.vision_prompts().shape == (1, 3, 2, 32) and 0.015 < float(free.vision.detach().std()) < 0.025
+    assert not hasattr(free, "coupling_weight")
+    with pytest.raises(LTBenchError, match="coupling='tied'"):
+        MultimodalPrompts(torch.zeros(1, 2, 64), depth=3, vision_width=32, coupling="tied")
+
+
 def test_contexts_longer_than_the_init_words_use_coops_init():
     torch.manual_seed(0)
     m = MaPLe(**TINY, prompt_depth=1, n_ctx=4, context_init="a origami {}.")

@@ -69,16 +69,16 @@ class CLIPPromptMethod(LTMethod):
             raise LTBenchError(f"{type(self).__name__}: n_ctx={n_ctx}; expected at least one context token")
         self.contexts = nn.Parameter(torch.stack([self.clip.context_from_template(t, n_ctx) for t in templates]))
 
-    def init_multimodal_prompts(self, templates: list[str], n_ctx: int, depth: int) -> None:
+    def init_multimodal_prompts(self, templates: list[str], n_ctx: int, depth: int, coupling: str = "linear") -> None:
         """M sets of MaPLe prompts (text and coupled vision prompts in the first ``depth`` layers), the m-th
         initialised from ``templates[m]`` as MaPLe's code does (its first n_ctx tokens learnable, the rest
-        fixed words of the sentence)."""
+        fixed words of the sentence); ``coupling: none`` leaves the vision prompts free (independent V-L prompts)."""
         if n_ctx < 1:
             raise LTBenchError(f"{type(self).__name__}: n_ctx={n_ctx}; expected at least one context token")
         self.clip.check_prompt_depth(depth)
         inits = [self.clip.maple_context(t, n_ctx) for t in templates]
         self.sentences = tuple(sentence for _, sentence in inits)
-        self.prompts = MultimodalPrompts(torch.stack([ctx for ctx, _ in inits]), depth, self.clip.vision_width)
+        self.prompts = MultimodalPrompts(torch.stack([ctx for ctx, _ in inits]), depth, self.clip.vision_width, coupling=coupling)
 
     # ---- class sets ------------------------------------------------------------------------------
     def use_class_sets(self, class_sets: list[list[str]]) -> None:

@@ -10,12 +10,16 @@ replace it at their layers. This keeps the two towers' prompts tied, which is Ma
 Initialisation follows MaPLe's official code: deeper text prompts N(0, 0.02); the couplings are
 ``nn.Linear``'s default init, and the deeper layers' couplings start as copies of one Linear
 (``_get_clones``), while layer 0's has its own.
+
+``coupling="none"`` is the MaPLe paper's own baseline, Independent V-L Prompting (the official code's
+``IVLP`` trainer): the vision prompts are free parameters of their own, N(0, 0.02) as VPT-deep's, and
+nothing ties them to the text prompts.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Literal, Optional
 
 import torch
 from torch import nn
@@ -31,25 +35,38 @@ class MultimodalPrompts(nn.Module):
     """
 
     def __init__(
-        self, context: torch.Tensor, depth: int, vision_width: int, deep_std: float = 0.02, generator: Optional[torch.Generator] = None
+        self,
+        context: torch.Tensor,
+        depth: int,
+        vision_width: int,
+        deep_std: float = 0.02,
+        coupling: Literal["linear", "none"] = "linear",
+        generator: Optional[torch.Generator] = None,
     ) -> None:
         """
         Args:
             context: (M, n_ctx, W) layer-0 text prompts (from hand-crafted words, see ``FrozenCLIP.maple_context``).
             depth: layers that get prompts, counted from the input (MaPLe: 9 of ViT-B/16's 12).
             vision_width: the image tower's width (the couplings' output).
-            deep_std: std of the deeper text prompts' normal init (MaPLe: 0.02).
+            deep_std: std of the deeper text prompts' normal init (MaPLe: 0.02), and of the free vision prompts.
+            coupling: ``linear`` (MaPLe: vision prompts = Linear_j(text prompts of layer j)) or ``none``
+                (Independent V-L Prompting: vision prompts of their own).
         """
         super().__init__()
         if context.dim() != 3:
             raise LTBenchError(f"multimodal prompts: context of shape {tuple(context.shape)}; expected (sets, n_ctx, width)")
         if depth < 1:
             raise LTBenchError(f"prompt_depth={depth}; expected at least 1 (the input layer)")
+        if coupling not in ("linear", "none"):
+            raise LTBenchError(f"multimodal prompts: coupling={coupling!r}; expected linear (MaPLe) or none (independent V-L prompts)")
         m, n_ctx, width = context.shape
-        self.depth, self.n_ctx = depth, n_ctx
+        self.depth, self.n_ctx, self.coupling = depth, n_ctx, coupling
         self.context = nn.Parameter(context.detach().clone().float())
         deep = torch.empty(m, depth - 1, n_ctx, width).normal_(0.0, deep_std, generator=generator)
         self.deep_text = nn.Parameter(deep)
+        if coupling == "none":
+            self.vision = nn.Parameter(torch.empty(m, depth, n_ctx, vision_width).normal_(0.0, deep_std, generator=generator))
+            return
         bound = 1.0 / math.sqrt(width)  # nn.Linear's default init: kaiming_uniform(a=sqrt(5)) and its bias rule
 
         def linear(copies: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -70,12 +87,15 @@ class MultimodalPrompts(nn.Module):
         return torch.cat([self.context.unsqueeze(1), self.deep_text], dim=1)
 
     def vision_prompts(self) -> torch.Tensor:
-        """Each layer's text prompts through its own coupling Linear."""
+        """Each layer's text prompts through its own coupling Linear (or, uncoupled, the free vision prompts)."""
+        if self.coupling == "none":
+            return self.vision
         return torch.einsum("mjnw,mjvw->mjnv", self.text_prompts(), self.coupling_weight) + self.coupling_bias.unsqueeze(2)
 
     def extra_repr(self) -> str:
-        m, depth, wv, w = self.coupling_weight.shape
-        return f"sets={m}, depth={depth}, n_ctx={self.n_ctx}, text_width={w}, vision_width={wv}"
+        m, _, w = self.context.shape
+        wv = self.vision.shape[-1] if self.coupling == "none" else self.coupling_weight.shape[2]
+        return f"sets={m}, depth={self.depth}, n_ctx={self.n_ctx}, text_width={w}, vision_width={wv}, coupling={self.coupling}"
 
 
 __all__ = ["MultimodalPrompts"]
