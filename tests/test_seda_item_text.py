@@ -152,7 +152,21 @@ def test_item_targets_are_the_mean_of_each_images_normalised_caption_embeddings(
     model_c, dm_c = build(["--config", SEDA_DIGITS, "--data", _data_yaml(coco, tmp_path), *TINY])
     model_c.prepare_text(dm_c)
     same = model_c.text_target(y)
-    assert torch.equal(same[0], same[1]) and model_c.item_raw.numel() == 0
+    assert torch.equal(same[0], same[1]) and model_c.item_raw is None and "item_raw" not in model_c.state_dict()
+
+
+def test_class_mode_checkpoints_keep_their_keys_and_fit_statistics_are_local(monkeypatch):
+    """text_source: class keeps the state dict it had before item texts existed (older checkpoints load
+    strictly), and fitting the text normalisation over a fixed set reduces nothing across processes (so it
+    needs no process group on the text features' device)."""
+    from ltbench.models import feature_stats
+    from ltbench.models.feature_stats import FeatureNorm
+
+    monkeypatch.setattr(feature_stats, "all_reduce_sum", lambda t: pytest.fail("fit reduced across processes"))
+    norm = FeatureNorm(3)
+    x = torch.randn(5, 3, dtype=torch.float64)
+    norm.fit(x)
+    assert torch.allclose(norm.mean, x.mean(0).float()) and torch.allclose(norm.var, x.var(0, unbiased=False).float())
 
 
 @pytest.mark.filterwarnings(UNKNOWN)
@@ -200,14 +214,12 @@ def test_fit_on_coco_lt_with_captions_records_the_item_text_and_tests_without_it
     assert proto["text_source"] == "item" and proto["item_texts"]["file"] == str(_captions(coco))
     assert proto["item_texts"]["texts"] == sum(map(len, CAPTIONS)) and 0.0 <= rec["metrics"]["mAP"] <= 1.0
     assert torch.allclose(cli.model.item_raw, _by_hand(CAPTIONS), atol=1e-5)
-    # test from the checkpoint with a data module that has no captions at all: nothing reads them
-    import ltbench.methods.seda as seda
-
-    monkeypatch.setattr(seda, "grouped_text_features", lambda *a, **k: (_ for _ in ()).throw(AssertionError("text tower at test")))
+    # test from the checkpoint with the same config after the captions file is gone: evaluation reads no caption
     _captions(coco).unlink()
     ckpt = cli.trainer.checkpoint_callback.last_model_path
-    again = run(["test", *cfg, "--data", _data_yaml(coco, tmp_path, captions=False), "--run_dir", str(tmp_path / "t"), "--ckpt_path", ckpt])
-    assert json.loads(Path(again.model.record_path).read_text())["metrics"] == rec["metrics"]
+    again = run(["test", *cfg, "--data", _data_yaml(coco, tmp_path), "--run_dir", str(tmp_path / "t"), "--ckpt_path", ckpt])
+    tested = json.loads(Path(again.model.record_path).read_text())
+    assert tested["metrics"] == rec["metrics"] and tested["protocol"]["item_texts"]["read"] is False
     assert np.isfinite(rec["metrics"]["mAP"])
 
 

@@ -562,8 +562,8 @@ class COCOLT(MultiLabelLT):
 
     def protocol_extras(self) -> dict[str, Any]:
         extras = super().protocol_extras()
-        if self.captions is not None:
-            extras["item_texts"] = self._train_captions[1]
+        if self.captions is not None:  # the file's facts once training read it; a test run reads no caption
+            extras["item_texts"] = self._train_captions[1] if "_train_captions" in self.__dict__ else {"captions": self.captions, "read": False}
         return extras
 
     @property

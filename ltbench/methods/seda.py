@@ -5,10 +5,10 @@ and there is no public code: the structure below is the abstract's, every inferr
 (see ``docs/methods/seda.md`` and ``shared/specs/methods_tscnet_seda_cdc.md`` section 2).
 
 Features: v from the backbone and fixed class text features t_c (an open_clip text tower run once
-at set-up over a template set; only the (C, E) result is kept), each normalised as
+when fit starts, over a template set; only the (C, E) result is kept), each normalised as
 ``visual_norm`` / ``text_norm`` say; with ``text_source: item`` a training image's text target is
 instead its own texts' feature (e.g. COCO captions from the data module's ``item_texts``, embedded
-once at set-up and gathered by the batch's index; training only). Visual category centres mu_c are
+once when fit starts and gathered by the batch's index; training only). Visual category centres mu_c are
 a running statistic of the detached features. Stages, in one ``fit``:
 
 1. ``backbone``: the backbone and a linear head trained with CE (BCE for multi-label data).
@@ -187,8 +187,12 @@ class SeDA(LTMethod):
         else:
             self.register_buffer("text_raw", torch.zeros(self.num_classes, dt))
         self.text_source = text_source
-        # per-item text features (N_train, E), filled like text_raw at set-up; training targets only
-        self.register_buffer("item_raw", torch.zeros(self.num_train if text_source == "item" else 0, dt))
+        # per-item text features (N_train, E), filled like text_raw when fit starts; training targets only. Only
+        # ``item`` runs have the buffer, so class-mode checkpoints keep their keys (and older ones load)
+        if text_source == "item":
+            self.register_buffer("item_raw", torch.zeros(self.num_train, dt))
+        else:
+            self.item_raw: Optional[torch.Tensor] = None
         self.tnorm = FeatureNorm(dt, text_norm)
         if bool(self.text_ready) and text_source == "class":
             self.tnorm.fit(self.text_raw)
@@ -224,14 +228,14 @@ class SeDA(LTMethod):
         hp = self.hparams
         texts = dm.item_texts("train") if dm is not None and hasattr(dm, "item_texts") else None
         if texts is None:
-            raise LTBenchError(f"SeDA: model.init_args.text_source=item needs per-item training texts, and {type(dm).__name__} "
+            source = type(dm).__name__ if dm is not None else "no data module"
+            raise LTBenchError(f"SeDA: model.init_args.text_source=item needs per-item training texts, and {source} "
                                "states none (LTDataModule.item_texts; for COCOLT set data.init_args.captions to "
                                "captions_train2017.json), or set text_source: class")  # fmt: skip
         if len(texts) != self.item_raw.shape[0]:
             raise LTBenchError(f"SeDA: {type(dm).__name__}.item_texts('train') gives {len(texts)} items; the training split "
                                f"has {self.item_raw.shape[0]} (num_train)")  # fmt: skip
-        # on the accelerator when there is one: set-up runs before Lightning moves the model there
-        device = self.trainer.strategy.root_device if self._trainer is not None else None
+        device = self.device if self._trainer is not None else None
         return grouped_text_features(texts, hp.text_model, hp.text_pretrained, hp.quick_gelu, device=device)
 
     def prepare_text(self, datamodule: Any = None) -> None:
@@ -248,10 +252,14 @@ class SeDA(LTMethod):
             self.text_ready.fill_(True)
             self.tnorm.fit(self.item_raw if self.text_source == "item" else self.text_raw)
 
+    def on_fit_start(self) -> None:
+        """Run the text tower when fit starts: after a checkpoint's restore (a resumed run keeps its features
+        and needs no captions file) and on the model's device."""
+        super().on_fit_start()
+        self.prepare_text()
+
     def setup(self, stage: str) -> None:
         super().setup(stage)
-        if stage == "fit":
-            self.prepare_text()
         if self.variant != "projection":
             self.schedule.sampler(self.sample_steps)  # built here, not inside a training step
 

@@ -368,7 +368,7 @@ class TSCNet(LTMethod):
 
     def _dictionary_fields(self) -> dict[str, Any]:
         """Everything the built dictionary depends on: data split, backbone and its weights, K, the builder, the
-        pass's batch size (device-decoded crops are drawn per batch) and precision."""
+        pass's batch size (device-decoded crops are drawn per batch), precision, and the training views it reads."""
         dm = self.trainer.datamodule
         proto = dm.protocol() if dm is not None and hasattr(dm, "protocol") else {}
         extras = dm.protocol_extras() if dm is not None and hasattr(dm, "protocol_extras") else {}
@@ -386,6 +386,9 @@ class TSCNet(LTMethod):
             "builder": BUILDER_VERSION,
             "pass_batch_size": dm.eval_batch_size if dm is not None else None,  # device-decoded crops are drawn per batch
             "precision": str(getattr(self.trainer, "precision", None)),
+            # the views the pass reads: where they are decoded and the host-side training transform
+            "decode": getattr(dm, "decode", None),
+            "train_transform": repr(getattr(dm.dataset("train"), "transform", None)) if dm is not None else None,
         }
 
     @torch.no_grad()

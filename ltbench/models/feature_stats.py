@@ -42,9 +42,15 @@ class FeatureNorm(nn.Module):
     def update(self, x: torch.Tensor) -> None:
         if self.mode != "standardise":
             return
+        self._merge(all_reduce_sum(self._moments(x)))
+
+    def _moments(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.mean.dtype)
-        stats = all_reduce_sum(torch.cat([x.sum(0), x.pow(2).sum(0), x.new_full((1,), x.shape[0])]))
-        d = x.shape[1]
+        return torch.cat([x.sum(0), x.pow(2).sum(0), x.new_full((1,), x.shape[0])])
+
+    def _merge(self, stats: torch.Tensor) -> None:
+        """Fold a batch's (sum, sum of squares, count) into the running mean and M2."""
+        d = self.mean.shape[0]
         n_b = stats[-1]
         mean_b = stats[:d] / n_b
         m2_b = (stats[d : 2 * d] - n_b * mean_b.pow(2)).clamp_min(0.0)
@@ -56,9 +62,11 @@ class FeatureNorm(nn.Module):
 
     @torch.no_grad()
     def fit(self, x: torch.Tensor) -> None:
-        """Statistics of ``x`` alone (for a fixed set such as the class text features)."""
+        """Statistics of ``x`` alone (a fixed set such as the class text features, the same on every
+        process: nothing to reduce across processes)."""
         self.count.zero_(), self.mean.zero_(), self.m2.zero_()
-        self.update(x)
+        if self.mode == "standardise":
+            self._merge(self._moments(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.mode == "l2":
