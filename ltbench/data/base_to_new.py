@@ -134,23 +134,15 @@ class FewShot(LTDataModule):
     def load_train_targets(self) -> np.ndarray:
         return self.data.train_targets[self._train_positions]
 
-    def _positions(self, split: Split, classes: np.ndarray) -> np.ndarray:
-        """Positions in the wrapped module's ``split`` of the items kept here, in this module's index order."""
-        if split == "train":
-            return self._train_positions
-        return np.flatnonzero(np.isin(np.asarray(self.data.split_targets(split)), classes))
-
     def item_texts(self, split: Split) -> Optional[list[list[str]]]:
-        """The wrapped module's per-item texts of the kept items, indexed as ``Relabelled`` indexes them."""
-        inner = self.data.item_texts(split)
-        if inner is None:
-            return None
-        base, _ = self._classes
-        return [inner[int(p)] for p in self._positions(split, base)]
+        """The wrapped module's per-item texts of the kept training items, indexed as ``Relabelled`` indexes
+        them (per-item texts are training targets only)."""
+        inner = self.data.item_texts("train") if split == "train" else None
+        return None if inner is None else [inner[int(p)] for p in self._train_positions]
 
     def _subset(self, split: Split, classes: np.ndarray) -> Relabelled:
         targets = np.asarray(self.data.split_targets(split))
-        positions = self._positions(split, classes)
+        positions = np.flatnonzero(np.isin(targets, classes))
         mapping = np.full(self.data.num_classes, -1, dtype=np.int64)
         mapping[classes] = np.arange(len(classes))
         return Relabelled(self.data.dataset(split), positions, mapping[targets[positions]])
