@@ -125,11 +125,15 @@ def test_few_shot_wrapper_gives_the_kept_items_texts_under_its_own_index():
 
 
 # ---- the method ----------------------------------------------------------------------------------------
-def test_grouped_features_of_template_groups_equal_the_class_prompt_ensemble():
+def test_grouped_features_and_the_class_prompt_ensemble_equal_a_hand_computation():
+    """Batched over groups (batch 2 splits them), each text normalised, a group's averaged and normalised;
+    the class prompt ensemble is the same over each class's templates (underscores read as spaces)."""
     names = ["cat", "dog", "traffic_light"]
-    groups = [[t.format(n.replace("_", " ")) for t in ("a photo of a {}.", "art of the {}.", "itap of a {}.")] for n in names]
-    expected = class_text_features(names, ["a photo of a {}.", "art of the {}.", "itap of a {}."], TINY_TEXT)
+    templates = ("a photo of a {}.", "art of the {}.", "itap of a {}.")
+    groups = [[t.format(n.replace("_", " ")) for t in templates] for n in names]
+    expected = _by_hand(groups)
     assert torch.allclose(grouped_text_features(groups, TINY_TEXT, batch_size=2), expected, atol=1e-6)
+    assert torch.allclose(class_text_features(names, list(templates), TINY_TEXT), expected, atol=1e-6)
 
 
 @pytest.mark.filterwarnings(UNKNOWN)

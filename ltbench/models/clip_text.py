@@ -287,14 +287,9 @@ def class_text_features(
     L2-normalised sentence embeddings, normalised again. The tower is built, run once and dropped; a
     randomly initialised tower (``pretrained=None``) is seeded by ``init_seed`` alone, so the features
     do not change with the run's seed."""
-    from open_clip import get_tokenizer
-
     templates = resolve_templates(templates)
-    tower = _seeded_tower(model_name, pretrained, quick_gelu, init_seed)
-    tokenizer = get_tokenizer(model_name)
-    with torch.no_grad():  # not around building: ``ltbench-digits`` may pretrain its tower there the first time
-        per_template = [F.normalize(tower(tokenizer(class_prompts(class_names, t))).float(), dim=-1) for t in templates]
-    return F.normalize(torch.stack(per_template).mean(0), dim=-1)
+    groups = [[class_prompts([name], t)[0] for t in templates] for name in class_names]
+    return grouped_text_features(groups, model_name, pretrained, quick_gelu, init_seed)
 
 
 def _seeded_tower(model_name: str, pretrained: Optional[Union[str, Path]], quick_gelu: Optional[bool], init_seed: int) -> nn.Module:
@@ -326,7 +321,7 @@ def grouped_text_features(
     texts = [t for g in groups for t in g]
     tower = _seeded_tower(model_name, pretrained, quick_gelu, init_seed).to(device or "cpu")
     tokenizer = get_tokenizer(model_name)
-    with torch.no_grad():
+    with torch.no_grad():  # not around building: ``ltbench-digits`` may pretrain its tower there the first time
         parts = [
             F.normalize(tower(tokenizer(texts[i : i + batch_size]).to(device or "cpu")).float(), dim=-1).cpu()
             for i in range(0, len(texts), batch_size)
